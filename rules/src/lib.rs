@@ -1,0 +1,87 @@
+//! Anning's rule language: rule packs written in TOML by rule authors, parsed into a raw
+//! form that only describes what was written, then validated and compiled into the form the
+//! engine runs. The engine never sees an unvalidated rule. Every problem in a pack is
+//! reported at once, each as `file:line:col: message` naming the field and the bad value.
+//!
+//! The shipped packs live in `rules/packs/`; [`DEFAULT_PACK`] is the one `anning` uses when
+//! no `--rules` is given.
+//!
+//! # Layout
+//! - [`duration`]: `5m`, `1h30m` durations.
+//! - [`diag`]: diagnostics with line and column.
+//! - [`raw`]: the serde form of a pack, every field optional and spanned.
+//! - [`compile`](mod@compile): raw → validated, collecting every error.
+//! - [`model`]: the compiled pack: dimensions, filters, rule kinds, ladders, number plan.
+
+pub mod compile;
+pub mod diag;
+pub mod duration;
+pub mod model;
+pub mod raw;
+
+use std::fmt;
+use std::path::Path;
+
+pub use compile::compile;
+pub use diag::Diagnostic;
+pub use model::*;
+
+/// Source of the shipped default pack (`rules/packs/default.toml`).
+pub const DEFAULT_PACK: &str = include_str!("../packs/default.toml");
+/// Name shown for the default pack in diagnostics.
+pub const DEFAULT_PACK_PATH: &str = "rules/packs/default.toml";
+
+/// A pack that failed to compile: where it came from and every problem in it.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    /// The pack file could not be read.
+    #[error("{path}: cannot read rule pack: {source}")]
+    Read { path: String, source: std::io::Error },
+    /// The pack was read but has problems; each is printed as `file:line:col: message`.
+    #[error("{}", render(.path, .diagnostics))]
+    Invalid { path: String, diagnostics: Vec<Diagnostic> },
+}
+
+fn render(path: &str, diags: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    for (i, d) in diags.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&format!("{path}:{d}"));
+    }
+    out
+}
+
+impl PackError {
+    /// The problems as `file:line:col: message` lines.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            PackError::Read { .. } => vec![self.to_string()],
+            PackError::Invalid { path, diagnostics } => diagnostics.iter().map(|d| format!("{path}:{d}")).collect(),
+        }
+    }
+}
+
+/// Compiles pack source, naming `path` in errors.
+pub fn compile_named(path: &str, source: &str) -> Result<Pack, PackError> {
+    compile(source).map_err(|diagnostics| PackError::Invalid { path: path.to_string(), diagnostics })
+}
+
+/// Reads and compiles a pack file.
+pub fn load(path: &Path) -> Result<Pack, PackError> {
+    let shown = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|source| PackError::Read { path: shown.clone(), source })?;
+    compile_named(&shown, &source)
+}
+
+/// The shipped default pack, compiled.
+pub fn default_pack() -> Pack {
+    compile_named(DEFAULT_PACK_PATH, DEFAULT_PACK).expect("the shipped default pack compiles (tested)")
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.id, self.kind.name())
+    }
+}

@@ -1,0 +1,107 @@
+//! The raw form of a rule pack: exactly what was written, with spans, nothing checked
+//! beyond TOML types and field names. Every field is optional here; [`crate::compile`]
+//! decides what is required, so each problem is reported where it is.
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+/// A number written as an integer or a float (`rate = 1` and `rate = 0.5` both work).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Num(pub f64);
+
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Num;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Num, E> {
+                Ok(Num(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Num, E> {
+                Ok(Num(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Num, E> {
+                Ok(Num(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+pub type S<T> = Option<Spanned<T>>;
+
+/// `[pack]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPackMeta {
+    pub name: S<String>,
+    pub description: S<String>,
+    pub lateness: S<String>,
+    pub late_policy: S<String>,
+}
+
+/// `[escalation]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEscalation {
+    pub decay: S<String>,
+    pub factor: S<Num>,
+    pub max: S<String>,
+}
+
+/// `[number_plan]`: regular expressions per address class.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNumberPlan {
+    pub subscriber: S<Vec<Spanned<String>>>,
+    pub port: S<Vec<Spanned<String>>>,
+    pub call_centre: S<Vec<Spanned<String>>>,
+}
+
+/// `when = { … }`: which records a rule counts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWhen {
+    #[serde(rename = "type")]
+    pub kind: S<Vec<Spanned<String>>>,
+    pub src_class: S<Vec<Spanned<String>>>,
+    pub dst_class: S<Vec<Spanned<String>>>,
+    pub port_class: S<Vec<Spanned<String>>>,
+    pub status: S<Vec<Spanned<String>>>,
+    pub answered: S<bool>,
+}
+
+/// One rung of `ladder = [ … ]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub action: S<String>,
+    pub rate: S<Num>,
+    #[serde(rename = "for")]
+    pub for_: S<String>,
+}
+
+/// `[[rule]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub id: S<String>,
+    pub kind: S<String>,
+    pub description: S<String>,
+    pub dim: S<String>,
+    pub when: S<RawWhen>,
+    pub window: S<String>,
+    pub slide: S<String>,
+    // rate
+    pub threshold: S<i64>,
+    pub distinct: S<String>,
+    // near_limit
+    pub limit: S<i64>,
+    pub band: S<Num>,
+    pub k: S<i64>,
+    pub n: S<i64>,
+    pub ladder: S<Vec<Spanned<RawStep>>>,
+}

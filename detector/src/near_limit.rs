@@ -1,0 +1,98 @@
+//! The "198 of 200" detector: are window counts landing in `[lo, limit)` again and again?
+//!
+//! At every slide boundary `b` (a multiple of the slide, in bins) the window `[b - w, b)` is
+//! complete once the watermark has passed `b`. Its count is kept. The chain of `n`
+//! back-to-back windows ending at `b` — `[b - w, b)`, `[b - 2w, b - w)`, … — is then checked:
+//! the rule fires when at least `k` of them are in band. Because every boundary starts a
+//! chain, a sender whose hours begin at :30 is judged on windows that begin at :30 too.
+//!
+//! Boundaries are evaluated lazily, when the key's next record arrives (its own event time is
+//! never inside a window that the watermark has closed), so idle keys cost nothing.
+
+use crate::window::BinRing;
+
+/// A chain that fired: the figures behind the decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NearLimitHit {
+    /// End of the newest window in the chain, as a bin boundary (bin index).
+    pub boundary: i64,
+    /// Counts of the chain's windows, oldest first.
+    pub counts: Vec<u64>,
+    /// How many of them were in band.
+    pub in_band: u32,
+}
+
+/// Per-key state of a `near_limit` rule.
+#[derive(Debug, Clone)]
+pub struct NearLimit {
+    /// Bins of the open windows; holds `w + lateness_bins + 1` bins.
+    ring: BinRing,
+    /// Count of the window ending at each evaluated boundary `b`, at `b mod (n·w)`.
+    history: Box<[u32]>,
+    /// Last boundary evaluated; `None` before the first record.
+    last_eval: Option<i64>,
+    w: i64,
+}
+
+impl NearLimit {
+    pub fn new(w: usize, n: usize, lateness_bins: usize) -> Self {
+        NearLimit {
+            ring: BinRing::new(w, w + lateness_bins + 1),
+            history: vec![0; n * w].into_boxed_slice(),
+            last_eval: None,
+            w: w as i64,
+        }
+    }
+
+    fn hist_slot(&self, b: i64) -> usize {
+        b.rem_euclid(self.history.len() as i64) as usize
+    }
+
+    /// Evaluates every boundary up to `wm_bin` (the watermark's bin: boundaries `≤ wm_bin`
+    /// are closed), then counts a record in `bin`. Returns the newest chain that fired.
+    pub fn observe(&mut self, bin: i64, wm_bin: i64, lo: u64, limit: u64, k: u32, n: u32) -> Option<NearLimitHit> {
+        let mut hit = None;
+        let last = *self.last_eval.get_or_insert(wm_bin);
+        if wm_bin > last && self.ring.head() != i64::MIN {
+            let span = self.history.len() as i64;
+            // Past `quiet`, every window is empty and every chain sees only empty windows.
+            let quiet = self.ring.head() + self.w + span;
+            for b in last + 1..=wm_bin.min(quiet) {
+                let c = self.ring.range_sum(b - self.w, b - 1);
+                let s = self.hist_slot(b);
+                self.history[s] = c.min(u32::MAX as u64) as u32;
+                if let Some(h) = self.chain(b, lo, limit, k, n) {
+                    hit = Some(h);
+                }
+            }
+            if wm_bin > quiet {
+                self.history.iter_mut().for_each(|h| *h = 0);
+            }
+        }
+        self.last_eval = Some(wm_bin.max(last));
+        self.ring.add(bin, 1);
+        hit
+    }
+
+    fn chain(&self, b: i64, lo: u64, limit: u64, k: u32, n: u32) -> Option<NearLimitHit> {
+        let mut counts = Vec::with_capacity(n as usize);
+        let mut in_band = 0;
+        for j in (0..n as i64).rev() {
+            let c = self.history[self.hist_slot(b - j * self.w)] as u64;
+            if c >= lo && c < limit {
+                in_band += 1;
+            }
+            counts.push(c);
+        }
+        (in_band >= k).then_some(NearLimitHit { boundary: b, counts, in_band })
+    }
+
+    /// Whether the state carries nothing that could matter at watermark bin `wm_bin`.
+    pub fn is_idle_at(&self, wm_bin: i64) -> bool {
+        self.ring.head() == i64::MIN || self.ring.head() + self.history.len() as i64 + self.w < wm_bin
+    }
+
+    pub fn ring(&self) -> &BinRing {
+        &self.ring
+    }
+}

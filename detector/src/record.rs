@@ -1,0 +1,326 @@
+//! The record model of `contract/records.md`, decoded and enriched.
+//!
+//! A [`Record`] keeps all its string fields in one buffer with a span per field, so decoding
+//! costs one allocation per record, not one per field. Derived fields (the signature taken
+//! from `【…】`, the port, the registry's `sp`) are spans too.
+
+use anning_rules::{AddrClass, DlrStatus, Field, NumberPlan, PortClass, RecordKind};
+
+use crate::registry::Registry;
+
+/// The string slots of a record: the keyable [`Field`]s first, then the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Slot {
+    Port,
+    Sig,
+    Src,
+    Dst,
+    Sp,
+    Cell,
+    Imei,
+    Gw,
+    Tpl,
+    Id,
+    Text,
+    Ref,
+    Err,
+}
+
+const SLOTS: usize = 13;
+const ABSENT: (u32, u32) = (u32::MAX, 0);
+
+impl Slot {
+    pub fn of(field: Field) -> Slot {
+        match field {
+            Field::Port => Slot::Port,
+            Field::Sig => Slot::Sig,
+            Field::Src => Slot::Src,
+            Field::Dst => Slot::Dst,
+            Field::Sp => Slot::Sp,
+            Field::Cell => Slot::Cell,
+            Field::Imei => Slot::Imei,
+            Field::Gw => Slot::Gw,
+            Field::Tpl => Slot::Tpl,
+        }
+    }
+}
+
+/// One decoded, enriched input record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Event time, ms since the Unix epoch (UTC).
+    pub ts: i64,
+    pub kind: RecordKind,
+    /// `dlr` only.
+    pub status: Option<DlrStatus>,
+    /// `call` only.
+    pub answered: Option<bool>,
+    /// `call` only: seconds of conversation.
+    pub dur: Option<f64>,
+    /// Number-plan class of `src` (`Other` when absent).
+    pub src_class: AddrClass,
+    /// Number-plan class of `dst` (`Other` when absent).
+    pub dst_class: AddrClass,
+    /// Registry class of the record's port; `Unknown` when it has none or it is unregistered.
+    pub port_class: PortClass,
+    /// All string fields, back to back.
+    buf: Box<str>,
+    /// (start, len) into `buf` per [`Slot`]; start = `u32::MAX` when absent.
+    spans: [(u32, u32); SLOTS],
+}
+
+impl Record {
+    pub fn get(&self, slot: Slot) -> Option<&str> {
+        let (start, len) = self.spans[slot as usize];
+        if start == u32::MAX {
+            return None;
+        }
+        Some(&self.buf[start as usize..(start + len) as usize])
+    }
+
+    pub fn field(&self, f: Field) -> Option<&str> {
+        self.get(Slot::of(f))
+    }
+
+    pub fn src(&self) -> Option<&str> {
+        self.get(Slot::Src)
+    }
+
+    pub fn dst(&self) -> Option<&str> {
+        self.get(Slot::Dst)
+    }
+
+    pub fn id(&self) -> Option<&str> {
+        self.get(Slot::Id)
+    }
+}
+
+/// Builds records: fields are appended to one reusable buffer, then [`finish`](Self::finish)
+/// enriches them and copies the buffer out once.
+#[derive(Debug)]
+pub struct RecordBuilder {
+    buf: String,
+    spans: [(u32, u32); SLOTS],
+}
+
+impl Default for RecordBuilder {
+    fn default() -> Self {
+        RecordBuilder { buf: String::with_capacity(256), spans: [ABSENT; SLOTS] }
+    }
+}
+
+/// What enrichment needs: the pack's number plan and the port registry.
+#[derive(Clone, Copy)]
+pub struct Enricher<'a> {
+    pub plan: &'a NumberPlan,
+    pub registry: &'a Registry,
+}
+
+impl RecordBuilder {
+    /// Starts a new record, dropping any fields set before.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.spans = [ABSENT; SLOTS];
+    }
+
+    pub fn set(&mut self, slot: Slot, value: &str) {
+        let start = self.buf.len() as u32;
+        self.buf.push_str(value);
+        self.spans[slot as usize] = (start, value.len() as u32);
+    }
+
+    pub fn has(&self, slot: Slot) -> bool {
+        self.spans[slot as usize].0 != u32::MAX
+    }
+
+    fn get(&self, slot: Slot) -> Option<&str> {
+        let (start, len) = self.spans[slot as usize];
+        (start != u32::MAX).then(|| &self.buf[start as usize..(start + len) as usize])
+    }
+
+    /// Enriches the fields (address classes, port, signature, registry `sp`) and builds the
+    /// record. Type-specific fields are checked by the decoder before this.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish(
+        &mut self,
+        en: Enricher<'_>,
+        ts: i64,
+        kind: RecordKind,
+        status: Option<DlrStatus>,
+        answered: Option<bool>,
+        dur: Option<f64>,
+    ) -> Record {
+        let src_class = self.get(Slot::Src).map_or(AddrClass::Other, |s| en.plan.classify(s));
+        let dst_class = self.get(Slot::Dst).map_or(AddrClass::Other, |s| en.plan.classify(s));
+        // The port: the originator when it is a port, else the destination when it is one.
+        let port_slot = if src_class == AddrClass::Port {
+            Some(Slot::Src)
+        } else if dst_class == AddrClass::Port {
+            Some(Slot::Dst)
+        } else {
+            None
+        };
+        let mut port_class = PortClass::Unknown;
+        if let Some(slot) = port_slot {
+            self.spans[Slot::Port as usize] = self.spans[slot as usize];
+            if let Some(entry) = self.get(slot).and_then(|p| en.registry.get(p)) {
+                port_class = entry.class;
+                if !self.has(Slot::Sp) && !entry.sp.is_empty() {
+                    let sp = entry.sp.clone();
+                    self.set(Slot::Sp, &sp);
+                }
+            }
+        }
+        if !self.has(Slot::Sig) {
+            if let Some((start, len)) = self.get(Slot::Text).and_then(signature_in) {
+                let text_start = self.spans[Slot::Text as usize].0;
+                self.spans[Slot::Sig as usize] = (text_start + start as u32, len as u32);
+            }
+        }
+        Record {
+            ts,
+            kind,
+            status,
+            answered,
+            dur,
+            src_class,
+            dst_class,
+            port_class,
+            buf: self.buf.as_str().into(),
+            spans: self.spans,
+        }
+    }
+}
+
+/// The signature in `text`: the `【…】` at its start, else at its end. Returns the byte
+/// range of the inner, trimmed part.
+pub fn signature_in(text: &str) -> Option<(usize, usize)> {
+    const OPEN: &str = "【";
+    const CLOSE: &str = "】";
+    let t = text.trim();
+    let offset = text.len() - text.trim_start().len();
+    let inner = if let Some(rest) = t.strip_prefix(OPEN) {
+        rest.find(CLOSE).map(|end| (OPEN.len(), end))
+    } else if let Some(rest) = t.strip_suffix(CLOSE) {
+        rest.rfind(OPEN).map(|start| (start + OPEN.len(), rest.len() - start - OPEN.len()))
+    } else {
+        None
+    }?;
+    let (start, len) = inner;
+    let s = &t[start..start + len];
+    let lead = s.len() - s.trim_start().len();
+    let trimmed = s.trim();
+    (!trimmed.is_empty()).then_some((offset + start + lead, trimmed.len()))
+}
+
+/// Parses `ts` as written in text: integer milliseconds or an RFC 3339 timestamp.
+pub fn parse_ts_text(s: &str) -> Result<i64, &'static str> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'-') && !s[1..].contains('-') {
+        return s.parse::<i64>().map_err(|_| "integer milliseconds out of range");
+    }
+    parse_rfc3339(s)
+}
+
+/// Parses an RFC 3339 timestamp (`2026-11-10T12:00:01.500Z`, `…+08:00`) into epoch ms.
+pub fn parse_rfc3339(s: &str) -> Result<i64, &'static str> {
+    const BAD: &str = "not an RFC 3339 timestamp (e.g. 2026-11-10T12:00:01.500Z)";
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return Err(BAD);
+    }
+    let num = |r: std::ops::Range<usize>| -> Result<i64, &'static str> {
+        let part = &b[r];
+        if part.iter().all(u8::is_ascii_digit) {
+            Ok(part.iter().fold(0i64, |acc, &d| acc * 10 + (d - b'0') as i64))
+        } else {
+            Err(BAD)
+        }
+    };
+    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        return Err(BAD);
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || min > 59 || sec > 60 {
+        return Err("timestamp has an out-of-range date or time");
+    }
+    let mut i = 19;
+    let mut ms = 0i64;
+    if b[i] == b'.' {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 3 {
+                ms = ms * 10 + (b[i] - b'0') as i64;
+            }
+            i += 1;
+        }
+        if i == start {
+            return Err(BAD);
+        }
+        for _ in (i - start)..3 {
+            ms *= 10;
+        }
+    }
+    let offset_min = match b.get(i) {
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(&sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
+            let m = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
+            if sign == b'+' { m } else { -m }
+        }
+        _ => return Err(BAD),
+    };
+    let days = days_from_civil(year, month, day);
+    Ok(((days * 86_400 + hour * 3600 + min * 60 + sec.min(59)) - offset_min * 60) * 1000 + ms)
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        4 | 6 | 9 | 11 => 30,
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(parse_rfc3339("2026-11-10T12:00:01.500Z"), Ok(1_794_312_001_500));
+        assert_eq!(parse_rfc3339("2026-11-10T20:00:01.5+08:00"), Ok(1_794_312_001_500));
+        assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z"), Ok(1_709_164_800_000));
+        assert!(parse_rfc3339("2023-02-29T00:00:00Z").is_err());
+        assert!(parse_rfc3339("2026-11-10 12:00:01").is_err());
+        assert_eq!(parse_ts_text("1762776000123"), Ok(1_762_776_000_123));
+    }
+
+    #[test]
+    fn signature_from_start_or_end() {
+        let t = "【京东】双11爆款直降";
+        let (s, l) = signature_in(t).unwrap();
+        assert_eq!(&t[s..s + l], "京东");
+        let t = "您的验证码是1234【 工商银行 】";
+        let (s, l) = signature_in(t).unwrap();
+        assert_eq!(&t[s..s + l], "工商银行");
+        assert_eq!(signature_in("no signature here"), None);
+        assert_eq!(signature_in("【】empty"), None);
+        assert_eq!(signature_in("mid【x】dle"), None);
+    }
+}

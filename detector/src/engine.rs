@@ -132,9 +132,18 @@ impl Engine {
         let dims = (0..pack.dims.len())
             .map(|d| {
                 let rules: Vec<usize> = (0..pack.rules.len()).filter(|&r| pack.rules[r].dim == d).collect();
-                let history = rules.iter().map(|&r| history_ms(&pack.rules[r], pack.lateness_ms)).max().unwrap_or(0);
+                let history = rules
+                    .iter()
+                    .map(|&r| history_ms(&pack.rules[r], pack.lateness_ms))
+                    .max()
+                    .unwrap_or(0);
                 let sweep_every = (history / 4).max(60_000);
-                DimState { rules, table: HashTable::new(), sweep_every, next_sweep: i64::MIN }
+                DimState {
+                    rules,
+                    table: HashTable::new(),
+                    sweep_every,
+                    next_sweep: i64::MIN,
+                }
             })
             .collect();
         let n = pack.rules.len();
@@ -144,7 +153,11 @@ impl Engine {
             shards: shards as u64,
             dims,
             scratch: String::new(),
-            stats: EngineStats { fired: vec![0; n], suppressed: vec![0; n], ..Default::default() },
+            stats: EngineStats {
+                fired: vec![0; n],
+                suppressed: vec![0; n],
+                ..Default::default()
+            },
         }
     }
 
@@ -206,8 +219,17 @@ impl Engine {
         let entry = match dim_state.table.find_mut(hash, |e| e.hash == hash && &*e.key == key) {
             Some(e) => e,
             None => {
-                let slots = dim_state.rules.iter().map(|&r| new_slot(&pack.rules[r], pack.lateness_ms)).collect();
-                let e = Entry { hash, key: key.into(), slots, active: None };
+                let slots = dim_state
+                    .rules
+                    .iter()
+                    .map(|&r| new_slot(&pack.rules[r], pack.lateness_ms))
+                    .collect();
+                let e = Entry {
+                    hash,
+                    key: key.into(),
+                    slots,
+                    active: None,
+                };
                 dim_state.table.insert_unique(hash, e, |e| e.hash).into_mut()
             }
         };
@@ -223,7 +245,13 @@ impl Engine {
                     let count = w.add(bin);
                     (count >= *threshold).then_some(Hit::Rate { count })
                 }
-                (RuleKind::Rate { threshold, distinct: Some(f) }, Window::Distinct(w)) => match rec.field(*f) {
+                (
+                    RuleKind::Rate {
+                        threshold,
+                        distinct: Some(f),
+                    },
+                    Window::Distinct(w),
+                ) => match rec.field(*f) {
                     Some(v) => {
                         let count = w.add(bin, xxhash_rust::xxh3::xxh3_64(v.as_bytes()));
                         (count >= *threshold).then_some(Hit::Rate { count })
@@ -299,7 +327,9 @@ impl Engine {
 
     /// Whether this shard owns `key` of dim `dim_name`.
     pub fn owns(&self, dim_name: &str, key: &str) -> bool {
-        let Some(d) = self.pack.dims.iter().position(|x| x.name() == dim_name) else { return false };
+        let Some(d) = self.pack.dims.iter().position(|x| x.name() == dim_name) else {
+            return false;
+        };
         let parts: Vec<&str> = key.splitn(self.pack.dims[d].parts.len(), '+').collect();
         shard_of(key_hash(d, &parts), self.shards) == self.shard
     }
@@ -332,7 +362,10 @@ fn new_slot(rule: &Rule, lateness_ms: i64) -> RuleSlot {
             Window::Near(NearLimit::new(w, n as usize, lateness_bins as usize))
         }
     };
-    RuleSlot { window, ladder: Ladder::default() }
+    RuleSlot {
+        window,
+        ladder: Ladder::default(),
+    }
 }
 
 /// Whether an entry is indistinguishable from a fresh one for every record at or after `wm`.

@@ -75,14 +75,26 @@ mod tests {
     use anning_rules::ActionKind;
 
     fn esc() -> Escalation {
-        Escalation { decay_ms: 1000, factor: 2.0, max_ms: 10_000 }
+        Escalation {
+            decay_ms: 1000,
+            factor: 2.0,
+            max_ms: 10_000,
+        }
     }
 
     #[test]
     fn climbs_repeats_and_decays() {
         let ladder = vec![
-            Step { action: ActionKind::Throttle, rate: Some(1.0), for_ms: 100 },
-            Step { action: ActionKind::Suspend, rate: None, for_ms: 1000 },
+            Step {
+                action: ActionKind::Throttle,
+                rate: Some(1.0),
+                for_ms: 100,
+            },
+            Step {
+                action: ActionKind::Suspend,
+                rate: None,
+                for_ms: 1000,
+            },
         ];
         assert_eq!(step_for(&ladder, 1, &esc()).action, ActionKind::Throttle);
         assert_eq!(step_for(&ladder, 2, &esc()).for_ms, 1000);
@@ -98,10 +110,25 @@ mod tests {
 
     #[test]
     fn stronger_action_covers_weaker() {
-        let suspend = Step { action: ActionKind::Suspend, rate: None, for_ms: 1 };
-        let slow = Step { action: ActionKind::Throttle, rate: Some(0.1), for_ms: 1 };
-        let fast = Step { action: ActionKind::Throttle, rate: Some(1.0), for_ms: 1 };
-        let a = Active { step: slow.clone(), until: 100 };
+        let suspend = Step {
+            action: ActionKind::Suspend,
+            rate: None,
+            for_ms: 1,
+        };
+        let slow = Step {
+            action: ActionKind::Throttle,
+            rate: Some(0.1),
+            for_ms: 1,
+        };
+        let fast = Step {
+            action: ActionKind::Throttle,
+            rate: Some(1.0),
+            for_ms: 1,
+        };
+        let a = Active {
+            step: slow.clone(),
+            until: 100,
+        };
         assert!(a.covers(&fast, 50));
         assert!(a.covers(&slow, 50));
         assert!(!a.covers(&suspend, 50));

@@ -41,7 +41,13 @@ pub fn mask_key(dim: &Dim, key: &str, plan: &NumberPlan) -> String {
     parts
         .iter()
         .zip(&dim.parts)
-        .map(|(v, f)| if matches!(f, Field::Src | Field::Dst) { mask_addr(v, plan) } else { v.to_string() })
+        .map(|(v, f)| {
+            if matches!(f, Field::Src | Field::Dst) {
+                mask_addr(v, plan)
+            } else {
+                v.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join("+")
 }

@@ -84,7 +84,11 @@ impl NearLimit {
             }
             counts.push(c);
         }
-        (in_band >= k).then_some(NearLimitHit { boundary: b, counts, in_band })
+        (in_band >= k).then_some(NearLimitHit {
+            boundary: b,
+            counts,
+            in_band,
+        })
     }
 
     /// Whether the state carries nothing that could matter at watermark bin `wm_bin`.

@@ -94,6 +94,41 @@ impl Record {
     pub fn id(&self) -> Option<&str> {
         self.get(Slot::Id)
     }
+
+    /// The record as a contract JSON object (the signature only when given or derived).
+    pub fn to_json(&self) -> String {
+        let mut m = serde_json::Map::new();
+        m.insert("ts".into(), self.ts.into());
+        m.insert("type".into(), self.kind.name().into());
+        for (name, slot) in [
+            ("id", Slot::Id),
+            ("src", Slot::Src),
+            ("dst", Slot::Dst),
+            ("sig", Slot::Sig),
+            ("text", Slot::Text),
+            ("tpl", Slot::Tpl),
+            ("sp", Slot::Sp),
+            ("gw", Slot::Gw),
+            ("cell", Slot::Cell),
+            ("imei", Slot::Imei),
+            ("ref", Slot::Ref),
+            ("err", Slot::Err),
+        ] {
+            if let Some(v) = self.get(slot) {
+                m.insert(name.into(), v.into());
+            }
+        }
+        if let Some(s) = self.status {
+            m.insert("status".into(), s.name().into());
+        }
+        if let Some(a) = self.answered {
+            m.insert("answered".into(), a.into());
+        }
+        if let Some(d) = self.dur {
+            m.insert("dur".into(), d.into());
+        }
+        serde_json::Value::Object(m).to_string()
+    }
 }
 
 /// Builds records: fields are appended to one reusable buffer, then [`finish`](Self::finish)
@@ -106,7 +141,10 @@ pub struct RecordBuilder {
 
 impl Default for RecordBuilder {
     fn default() -> Self {
-        RecordBuilder { buf: String::with_capacity(256), spans: [ABSENT; SLOTS] }
+        RecordBuilder {
+            buf: String::with_capacity(256),
+            spans: [ABSENT; SLOTS],
+        }
     }
 }
 
@@ -172,11 +210,11 @@ impl RecordBuilder {
                 }
             }
         }
-        if !self.has(Slot::Sig) {
-            if let Some((start, len)) = self.get(Slot::Text).and_then(signature_in) {
-                let text_start = self.spans[Slot::Text as usize].0;
-                self.spans[Slot::Sig as usize] = (text_start + start as u32, len as u32);
-            }
+        if !self.has(Slot::Sig)
+            && let Some((start, len)) = self.get(Slot::Text).and_then(signature_in)
+        {
+            let text_start = self.spans[Slot::Text as usize].0;
+            self.spans[Slot::Sig as usize] = (text_start + start as u32, len as u32);
         }
         Record {
             ts,

@@ -62,12 +62,18 @@ impl Registry {
             let lineno = i + 1;
             let cells: Vec<&str> = line.split(',').map(|c| c.trim().trim_matches('"')).collect();
             if cells.len() != cols.len() {
-                errors.push(RegistryError { line: lineno, message: format!("expected {} columns, found {}", cols.len(), cells.len()) });
+                errors.push(RegistryError {
+                    line: lineno,
+                    message: format!("expected {} columns, found {}", cols.len(), cells.len()),
+                });
                 continue;
             }
             let port = cells[ip];
             if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-                errors.push(RegistryError { line: lineno, message: format!("`port` = \"{port}\" is not a digit string") });
+                errors.push(RegistryError {
+                    line: lineno,
+                    message: format!("`port` = \"{port}\" is not a digit string"),
+                });
                 continue;
             }
             let class = match PortClass::from_name(cells[ic]) {
@@ -81,11 +87,21 @@ impl Registry {
                 Some(c) => c,
             };
             let signatures = isig
-                .map(|j| cells[j].split('|').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+                .map(|j| {
+                    cells[j]
+                        .split('|')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
                 .unwrap_or_default();
             let sp = isp.map(|j| cells[j].to_string()).unwrap_or_default();
             if ports.insert(port.to_string(), PortEntry { sp, class, signatures }).is_some() {
-                errors.push(RegistryError { line: lineno, message: format!("port {port} is listed twice") });
+                errors.push(RegistryError {
+                    line: lineno,
+                    message: format!("port {port} is listed twice"),
+                });
             }
         }
         if errors.is_empty() { Ok(Registry { ports }) } else { Err(errors) }

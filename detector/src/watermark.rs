@@ -25,7 +25,11 @@ pub struct Watermark {
 
 impl Watermark {
     pub fn new(lateness_ms: i64, policy: LatePolicy) -> Self {
-        Watermark { max_ts: i64::MIN, lateness_ms, policy }
+        Watermark {
+            max_ts: i64::MIN,
+            lateness_ms,
+            policy,
+        }
     }
 
     /// The current watermark (`i64::MIN` before any record).

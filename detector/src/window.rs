@@ -40,11 +40,20 @@ impl BinRing {
     /// A ring for windows of `w` bins that keeps `cap ≥ w` bins of history.
     pub fn new(w: usize, cap: usize) -> Self {
         assert!(w >= 1 && cap >= w);
-        BinRing { bins: vec![0; cap].into_boxed_slice(), head: i64::MIN, sum: 0, w: w as i64 }
+        BinRing {
+            bins: vec![0; cap].into_boxed_slice(),
+            head: i64::MIN,
+            sum: 0,
+            w: w as i64,
+        }
     }
 
     pub fn state(&self) -> WindowState {
-        if self.head == i64::MIN { WindowState::Empty } else { WindowState::Open { head: self.head } }
+        if self.head == i64::MIN {
+            WindowState::Empty
+        } else {
+            WindowState::Open { head: self.head }
+        }
     }
 
     pub fn head(&self) -> i64 {
@@ -168,7 +177,10 @@ pub struct SlidingDistinct {
 
 impl SlidingDistinct {
     pub fn new(w: usize) -> Self {
-        SlidingDistinct { ring: BinRing::new(w, w), last: hashbrown::HashMap::new() }
+        SlidingDistinct {
+            ring: BinRing::new(w, w),
+            last: hashbrown::HashMap::new(),
+        }
     }
 
     /// Notes `value` seen in `bin`; returns the distinct count of the window at the head.

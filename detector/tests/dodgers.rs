@@ -40,14 +40,20 @@ fn check_dodger_caught(offset: i64, seed: u64) {
     let start = DAY + offset;
     let actions = run(&pack, &hours(&pack, start, &counts));
     let hits = enforced(&actions);
-    let first = hits.first().unwrap_or_else(|| panic!("dodger {counts:?} at offset {offset} was never throttled: {actions:#?}"));
+    let first = hits
+        .first()
+        .unwrap_or_else(|| panic!("dodger {counts:?} at offset {offset} was never throttled: {actions:#?}"));
     assert!(
         first.ts - start <= 3 * HOUR,
         "first enforcement {} min after start, want ≤ 180 (counts {counts:?})",
         (first.ts - start) / 60_000
     );
     assert_eq!(first.rule, "near-limit-hourly");
-    assert!(first.reason.contains("between 180 and 199 messages against a limit of 200"), "{}", first.reason);
+    assert!(
+        first.reason.contains("between 180 and 199 messages against a limit of 200"),
+        "{}",
+        first.reason
+    );
     // Dodging on after the first throttle lapses climbs the ladder.
     assert!(hits.iter().any(|a| a.level >= 2), "no escalation over 8 hours: {hits:#?}");
 }
@@ -104,7 +110,10 @@ fn one_greeting_round_is_never_throttled() {
     let actions = run(&pack, &records);
     assert!(enforced(&actions).is_empty(), "{actions:#?}");
     assert!(actions.iter().all(|a| a.action == ActionKind::Alert));
-    assert!(actions.iter().any(|a| a.rule == "subscriber-burst"), "a burst should at least alert: {actions:#?}");
+    assert!(
+        actions.iter().any(|a| a.rule == "subscriber-burst"),
+        "a burst should at least alert: {actions:#?}"
+    );
 }
 
 #[test]
@@ -128,8 +137,13 @@ fn release_lifts_an_action_and_resets_the_ladder() {
         engine.process(&r, wm, &mut out);
     }
     let t = out.iter().find(|a| a.action == ActionKind::Throttle).expect("throttled").clone();
-    let rel = engine.release("src", DODGER, t.ts + 1000, "appeal 42 upheld").expect("something to release");
+    let rel = engine
+        .release("src", DODGER, t.ts + 1000, "appeal 42 upheld")
+        .expect("something to release");
     assert_eq!(rel.action, ActionKind::Release);
     assert_eq!(rel.evidence["lifted"], "throttle");
-    assert!(engine.release("src", DODGER, t.ts + 2000, "again").is_none(), "nothing left to release");
+    assert!(
+        engine.release("src", DODGER, t.ts + 2000, "again").is_none(),
+        "nothing left to release"
+    );
 }

@@ -1,1 +1,15 @@
+//! Everything in Anning that touches the outside world: file sources and decoders, the
+//! sharded multi-threaded runtime, sinks, and the `anning` command line.
+//!
+//! # Layout
+//! - [`decode`]: JSON Lines, CSV and Parquet → records; rejects with reasons and positions.
+//! - [`source`]: reading inputs in order.
+//! - [`runtime`]: router + shard workers over crossbeam channels; deterministic merge.
+//! - [`summary`]: the replay summary on stderr.
+//! - [`cli`]: the `anning` commands.
 
+pub mod cli;
+pub mod decode;
+pub mod runtime;
+pub mod source;
+pub mod summary;

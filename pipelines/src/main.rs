@@ -1,1 +1,5 @@
-fn main(){}
+//! `anning`: see `anning --help` and `shared/contract/cli.md`.
+
+fn main() -> std::process::ExitCode {
+    anning_pipelines::cli::main()
+}

@@ -28,7 +28,7 @@ pub fn compile(source: &str) -> Result<Pack, Vec<Diagnostic>> {
     let mut d = Diags::new(source);
     let (root, errors) = DeTable::parse_recoverable(source);
     for e in &errors {
-        d.from_toml(e);
+        d.push_toml(e);
     }
     if !errors.is_empty() {
         return Err(d.into_sorted());
@@ -76,7 +76,10 @@ pub fn compile(source: &str) -> Result<Pack, Vec<Diagnostic>> {
             "dead-letter" => LatePolicy::DeadLetter,
             "admit" => LatePolicy::Admit,
             other => {
-                d.push(p.span(), format!("`late_policy` = \"{other}\" is not one of \"dead-letter\", \"admit\""));
+                d.push(
+                    p.span(),
+                    format!("`late_policy` = \"{other}\" is not one of \"dead-letter\", \"admit\""),
+                );
                 LatePolicy::DeadLetter
             }
         },
@@ -114,7 +117,10 @@ pub fn compile(source: &str) -> Result<Pack, Vec<Diagnostic>> {
 /// malformed field is not reported again as missing.
 fn table_as<T: DeserializeOwned>(d: &mut Diags, what: &str, value: &Spanned<DeValue>) -> Option<T> {
     let DeValue::Table(table) = value.get_ref() else {
-        d.push(value.span(), format!("`{what}` must be a table, found {}", value.get_ref().type_str()));
+        d.push(
+            value.span(),
+            format!("`{what}` must be a table, found {}", value.get_ref().type_str()),
+        );
         return None;
     };
     let mut good = DeTable::new();
@@ -143,7 +149,7 @@ fn table_as<T: DeserializeOwned>(d: &mut Diags, what: &str, value: &Spanned<DeVa
     match T::deserialize(Deserializer::from(Spanned::new(value.span(), good))) {
         Ok(t) => Some(t),
         Err(e) => {
-            d.from_toml(&e);
+            d.push_toml(&e);
             None
         }
     }
@@ -171,7 +177,11 @@ fn duration(d: &mut Diags, field: &str, v: &Spanned<String>, allow_zero: bool) -
 }
 
 fn compile_escalation(d: &mut Diags, raw: Option<RawEscalation>) -> Escalation {
-    let mut e = Escalation { decay_ms: 86_400_000, factor: 2.0, max_ms: 7 * 86_400_000 };
+    let mut e = Escalation {
+        decay_ms: 86_400_000,
+        factor: 2.0,
+        max_ms: 7 * 86_400_000,
+    };
     let Some(raw) = raw else { return e };
     if let Some(v) = raw.decay.as_ref().and_then(|v| duration(d, "decay", v, false)) {
         e.decay_ms = v;
@@ -191,22 +201,20 @@ fn compile_escalation(d: &mut Diags, raw: Option<RawEscalation>) -> Escalation {
 }
 
 fn compile_plan(d: &mut Diags, raw: Option<RawNumberPlan>) -> NumberPlan {
-    let build = |d: &mut Diags, pats: Option<Spanned<Vec<Spanned<String>>>>, default: &str, name: &str| {
-        match pats {
-            None => vec![Regex::new(default).expect("default number plan pattern")],
-            Some(list) => list
-                .into_inner()
-                .into_iter()
-                .filter_map(|p| match Regex::new(p.get_ref()) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        let why = e.to_string().lines().last().unwrap_or("invalid").trim().to_string();
-                        d.push(p.span(), format!("`number_plan.{name}`: bad pattern \"{}\": {why}", p.get_ref()));
-                        None
-                    }
-                })
-                .collect(),
-        }
+    let build = |d: &mut Diags, pats: Option<Spanned<Vec<Spanned<String>>>>, default: &str, name: &str| match pats {
+        None => vec![Regex::new(default).expect("default number plan pattern")],
+        Some(list) => list
+            .into_inner()
+            .into_iter()
+            .filter_map(|p| match Regex::new(p.get_ref()) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    let why = e.to_string().lines().last().unwrap_or("invalid").trim().to_string();
+                    d.push(p.span(), format!("`number_plan.{name}`: bad pattern \"{}\": {why}", p.get_ref()));
+                    None
+                }
+            })
+            .collect(),
     };
     let (sub, port, cc) = match raw {
         Some(r) => (r.subscriber, r.port, r.call_centre),
@@ -232,26 +240,26 @@ fn mask<T: Copy>(
 ) -> u8 {
     let Some(list) = list else { return u8::MAX };
     if list.get_ref().is_empty() {
-        d.push(list.span(), format!("`when.{field}` is empty, so the rule could never match; remove it to match any"));
+        d.push(
+            list.span(),
+            format!("`when.{field}` is empty, so the rule could never match; remove it to match any"),
+        );
         return 0;
     }
     let mut m = 0;
     for item in list.get_ref() {
         match from_name(item.get_ref()) {
             Some(v) => m |= bit(v),
-            None => d.push(item.span(), format!("`when.{field}`: unknown value \"{}\"; known: {}", item.get_ref(), names())),
+            None => d.push(
+                item.span(),
+                format!("`when.{field}`: unknown value \"{}\"; known: {}", item.get_ref(), names()),
+            ),
         }
     }
     m
 }
 
-fn compile_rule(
-    d: &mut Diags,
-    span: Range<usize>,
-    raw: RawRule,
-    dims: &mut Vec<Dim>,
-    seen_ids: &mut Vec<String>,
-) -> Option<Rule> {
+fn compile_rule(d: &mut Diags, span: Range<usize>, raw: RawRule, dims: &mut Vec<Dim>, seen_ids: &mut Vec<String>) -> Option<Rule> {
     let before = d.items.len();
     let id = match &raw.id {
         None => {
@@ -261,15 +269,25 @@ fn compile_rule(
         Some(id) => {
             let s = id.get_ref().clone();
             if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
-                d.push(id.span(), format!("`id` = \"{s}\" must be non-empty letters, digits, `-`, `_` or `.`"));
+                d.push(
+                    id.span(),
+                    format!("`id` = \"{s}\" must be non-empty letters, digits, `-`, `_` or `.`"),
+                );
             } else if seen_ids.contains(&s) {
-                d.push(id.span(), format!("`id` = \"{s}\" is used by an earlier rule; rule ids must be unique"));
+                d.push(
+                    id.span(),
+                    format!("`id` = \"{s}\" is used by an earlier rule; rule ids must be unique"),
+                );
             }
             seen_ids.push(s.clone());
             s
         }
     };
-    let who = if id.is_empty() { "rule".to_string() } else { format!("rule `{id}`") };
+    let who = if id.is_empty() {
+        "rule".to_string()
+    } else {
+        format!("rule `{id}`")
+    };
 
     let dim = match &raw.dim {
         None => {
@@ -293,7 +311,14 @@ fn compile_rule(
                 kinds: mask(d, "type", &w.kind, RecordKind::from_name, RecordKind::bit, RecordKind::names),
                 src_class: mask(d, "src_class", &w.src_class, AddrClass::from_name, AddrClass::bit, AddrClass::names),
                 dst_class: mask(d, "dst_class", &w.dst_class, AddrClass::from_name, AddrClass::bit, AddrClass::names),
-                port_class: mask(d, "port_class", &w.port_class, PortClass::from_name, PortClass::bit, PortClass::names),
+                port_class: mask(
+                    d,
+                    "port_class",
+                    &w.port_class,
+                    PortClass::from_name,
+                    PortClass::bit,
+                    PortClass::names,
+                ),
                 status: mask(d, "status", &w.status, DlrStatus::from_name, DlrStatus::bit, DlrStatus::names),
                 answered: w.answered.as_ref().map(|a| *a.get_ref()),
             }
@@ -318,7 +343,10 @@ fn compile_rule(
         if w % s != 0 {
             d.push(sv.span(), format!("`slide` = \"{}\" does not divide `window` evenly", sv.get_ref()));
         } else if w / s > MAX_BINS {
-            d.push(sv.span(), format!("`slide` = \"{}\" gives {} bins per window; at most {MAX_BINS}", sv.get_ref(), w / s));
+            d.push(
+                sv.span(),
+                format!("`slide` = \"{}\" gives {} bins per window; at most {MAX_BINS}", sv.get_ref(), w / s),
+            );
         }
     }
 
@@ -329,7 +357,12 @@ fn compile_rule(
             None
         }
         Some("rate") => {
-            for (set, f) in [(raw.limit.is_some(), "limit"), (raw.band.is_some(), "band"), (raw.k.is_some(), "k"), (raw.n.is_some(), "n")] {
+            for (set, f) in [
+                (raw.limit.is_some(), "limit"),
+                (raw.band.is_some(), "band"),
+                (raw.k.is_some(), "k"),
+                (raw.n.is_some(), "n"),
+            ] {
                 if set {
                     not_for(d, &raw, f, "rate");
                 }
@@ -338,7 +371,14 @@ fn compile_rule(
             let distinct = raw.distinct.as_ref().and_then(|v| match Field::from_name(v.get_ref()) {
                 Some(f) => Some(f),
                 None => {
-                    d.push(v.span(), format!("`distinct` = \"{}\" is not a field; known: {}", v.get_ref(), Field::ALL.map(|f| f.name()).join(", ")));
+                    d.push(
+                        v.span(),
+                        format!(
+                            "`distinct` = \"{}\" is not a field; known: {}",
+                            v.get_ref(),
+                            Field::ALL.map(|f| f.name()).join(", ")
+                        ),
+                    );
                     None
                 }
             });
@@ -364,30 +404,45 @@ fn compile_rule(
             };
             let k = positive(d, &who, &span, "k", &raw.k);
             let n = positive(d, &who, &span, "n", &raw.n);
-            if let (Some(nv), Some(n)) = (&raw.n, n) {
-                if n as i64 > MAX_N {
-                    d.push(nv.span(), format!("`n` = {n} is more than the {MAX_N} windows a rule may look back"));
-                }
+            if let (Some(nv), Some(n)) = (&raw.n, n)
+                && n as i64 > MAX_N
+            {
+                d.push(
+                    nv.span(),
+                    format!("`n` = {n} is more than the {MAX_N} windows a rule may look back"),
+                );
             }
-            if let (Some(kv), Some(k), Some(n)) = (&raw.k, k, n) {
-                if k > n {
-                    d.push(kv.span(), format!("`k` = {k} is more than `n` = {n}; the rule could never fire"));
-                }
+            if let (Some(kv), Some(k), Some(n)) = (&raw.k, k, n)
+                && k > n
+            {
+                d.push(kv.span(), format!("`k` = {k} is more than `n` = {n}; the rule could never fire"));
             }
             match (limit, band, k, n) {
                 (Some(limit), Some(band), Some(k), Some(n)) => {
                     let lo = (band * limit as f64).ceil() as u64;
                     if lo >= limit {
-                        d.push(raw.band.as_ref().unwrap().span(), format!("`band` = {band} leaves no count below `limit` = {limit}"));
+                        d.push(
+                            raw.band.as_ref().unwrap().span(),
+                            format!("`band` = {band} leaves no count below `limit` = {limit}"),
+                        );
                     }
-                    Some(RuleKind::NearLimit { limit, lo: lo.max(1), band, k: k as u32, n: n as u32 })
+                    Some(RuleKind::NearLimit {
+                        limit,
+                        lo: lo.max(1),
+                        band,
+                        k: k as u32,
+                        n: n as u32,
+                    })
                 }
                 _ => None,
             }
         }
         Some(other) => {
             let v = raw.kind.as_ref().unwrap();
-            d.push(v.span(), format!("`kind` = \"{other}\" is not a rule kind; known: rate, near_limit"));
+            d.push(
+                v.span(),
+                format!("`kind` = \"{other}\" is not a rule kind; known: rate, near_limit"),
+            );
             None
         }
     };
@@ -444,12 +499,7 @@ fn positive(d: &mut Diags, who: &str, span: &Range<usize>, field: &str, v: &Opti
     }
 }
 
-fn compile_ladder(
-    d: &mut Diags,
-    who: &str,
-    span: &Range<usize>,
-    raw: &Option<Spanned<Vec<Spanned<RawStep>>>>,
-) -> Option<Vec<Step>> {
+fn compile_ladder(d: &mut Diags, who: &str, span: &Range<usize>, raw: &Option<Spanned<Vec<Spanned<RawStep>>>>) -> Option<Vec<Step>> {
     let Some(list) = raw else {
         missing(d, span, who, "ladder", " (e.g. ladder = [{ action = \"alert\", for = \"1h\" }])");
         return None;
@@ -469,7 +519,13 @@ fn compile_ladder(
             }
             Some(a) => match ActionKind::from_name(a.get_ref()) {
                 Some(ActionKind::Release) | None => {
-                    d.push(a.span(), format!("`action` = \"{}\" is not a ladder action; known: alert, throttle, suspend", a.get_ref()));
+                    d.push(
+                        a.span(),
+                        format!(
+                            "`action` = \"{}\" is not a ladder action; known: alert, throttle, suspend",
+                            a.get_ref()
+                        ),
+                    );
                     continue;
                 }
                 Some(k) => k,
@@ -481,7 +537,10 @@ fn compile_ladder(
                 None
             }
             (ActionKind::Throttle, Some(r)) if !(r.get_ref().0 > 0.0 && r.get_ref().0.is_finite()) => {
-                d.push(r.span(), format!("`rate` = {} must be a positive number of messages per second", r.get_ref().0));
+                d.push(
+                    r.span(),
+                    format!("`rate` = {} must be a positive number of messages per second", r.get_ref().0),
+                );
                 None
             }
             (ActionKind::Throttle, Some(r)) => Some(r.get_ref().0),

@@ -30,15 +30,23 @@ pub(crate) struct Diags<'s> {
 
 impl<'s> Diags<'s> {
     pub(crate) fn new(source: &'s str) -> Self {
-        Diags { source, items: Vec::new(), bad_keys: Vec::new() }
+        Diags {
+            source,
+            items: Vec::new(),
+            bad_keys: Vec::new(),
+        }
     }
 
     pub(crate) fn push(&mut self, span: Range<usize>, message: impl Into<String>) {
         let (line, col) = line_col(self.source, span.start);
-        self.items.push(Diagnostic { line, col, message: message.into() });
+        self.items.push(Diagnostic {
+            line,
+            col,
+            message: message.into(),
+        });
     }
 
-    pub(crate) fn from_toml(&mut self, err: &toml::de::Error) {
+    pub(crate) fn push_toml(&mut self, err: &toml::de::Error) {
         let span = err.span().unwrap_or(0..0);
         // toml's messages may span lines; keep the first, which names the problem.
         let msg = err.message().trim().lines().next().unwrap_or("invalid TOML").to_string();
@@ -46,7 +54,7 @@ impl<'s> Diags<'s> {
     }
 
     pub(crate) fn into_sorted(mut self) -> Vec<Diagnostic> {
-        self.items.sort_by(|a, b| (a.line, a.col).cmp(&(b.line, b.col)));
+        self.items.sort_by_key(|a| (a.line, a.col));
         self.items.dedup();
         self.items
     }

@@ -20,9 +20,7 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
         if start == i {
             return Err(format!("`{text}` is not a duration; write e.g. \"5m\" or \"1h30m\""));
         }
-        let n: i64 = s[start..i]
-            .parse()
-            .map_err(|_| format!("`{text}`: number too large"))?;
+        let n: i64 = s[start..i].parse().map_err(|_| format!("`{text}`: number too large"))?;
         let ustart = i;
         while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
             i += 1;

@@ -65,13 +65,19 @@ impl PackError {
 
 /// Compiles pack source, naming `path` in errors.
 pub fn compile_named(path: &str, source: &str) -> Result<Pack, PackError> {
-    compile(source).map_err(|diagnostics| PackError::Invalid { path: path.to_string(), diagnostics })
+    compile(source).map_err(|diagnostics| PackError::Invalid {
+        path: path.to_string(),
+        diagnostics,
+    })
 }
 
 /// Reads and compiles a pack file.
 pub fn load(path: &Path) -> Result<Pack, PackError> {
     let shown = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|source| PackError::Read { path: shown.clone(), source })?;
+    let source = std::fs::read_to_string(path).map_err(|source| PackError::Read {
+        path: shown.clone(),
+        source,
+    })?;
     compile_named(&shown, &source)
 }
 

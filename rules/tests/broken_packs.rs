@@ -12,7 +12,10 @@ fn errors(src: &str) -> Vec<String> {
 fn assert_lines(got: Vec<String>, want: &[&str]) {
     let got_text = got.join("\n");
     let want_text = want.join("\n");
-    assert!(got_text == want_text, "diagnostics differ\n--- expected\n{want_text}\n--- got\n{got_text}\n");
+    assert!(
+        got_text == want_text,
+        "diagnostics differ\n--- expected\n{want_text}\n--- got\n{got_text}\n"
+    );
 }
 
 const MANY_MISTAKES: &str = r#"[pack]

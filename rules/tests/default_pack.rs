@@ -5,7 +5,13 @@ fn default_pack_compiles_with_the_published_limit() {
     let pack = default_pack();
     assert_eq!(pack.name, "default");
     let limit = pack.rules.iter().find(|r| r.id == "subscriber-hourly-limit").unwrap();
-    assert_eq!(limit.kind, RuleKind::Rate { threshold: 200, distinct: None });
+    assert_eq!(
+        limit.kind,
+        RuleKind::Rate {
+            threshold: 200,
+            distinct: None
+        }
+    );
     assert_eq!(limit.window_ms, 3_600_000);
     let near = pack.rules.iter().find(|r| r.id == "near-limit-hourly").unwrap();
     match near.kind {

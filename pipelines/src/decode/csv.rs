@@ -1,0 +1,53 @@
+//! CSV with a header row naming the contract's fields (any order; unknown columns ignored).
+//! Empty cells are absent fields; numbers, booleans and timestamps are parsed from text.
+
+use std::borrow::Cow;
+
+use super::{Bad, Fields, Val};
+
+/// Column positions of the contract's fields in one CSV file.
+#[derive(Debug, Clone)]
+pub struct CsvColumns {
+    cols: Vec<(&'static str, usize)>,
+}
+
+const NAMES: [&str; 17] = [
+    "ts", "type", "id", "src", "dst", "sig", "text", "tpl", "sp", "gw", "cell", "imei", "ref", "status", "err", "answered", "dur",
+];
+
+impl CsvColumns {
+    pub fn from_header(header: &csv::StringRecord) -> Self {
+        let cols = NAMES
+            .iter()
+            .filter_map(|&n| {
+                header
+                    .iter()
+                    .position(|h| h.trim().trim_start_matches('\u{feff}') == n)
+                    .map(|i| (n, i))
+            })
+            .collect();
+        CsvColumns { cols }
+    }
+}
+
+/// One CSV row, ready for [`super::assemble`].
+pub struct CsvFields<'a> {
+    pub columns: &'a CsvColumns,
+    pub row: &'a csv::StringRecord,
+}
+
+impl<'a> Fields<'a> for CsvFields<'a> {
+    fn get(&mut self, name: &'static str) -> Result<Option<(Val<'a>, Option<u64>)>, Bad> {
+        let Some(&(_, i)) = self.columns.cols.iter().find(|(n, _)| *n == name) else {
+            return Ok(None);
+        };
+        match self.row.get(i) {
+            Some(v) if !v.is_empty() => Ok(Some((Val::Str(Cow::Borrowed(v)), Some(i as u64 + 1)))),
+            _ => Ok(None),
+        }
+    }
+
+    fn textual(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,127 @@
+//! JSON Lines: one record per line. Fields are borrowed from the line (`RawValue`), so the
+//! only allocation per record is the record's own buffer; a string with escapes is the one
+//! exception (it must be unescaped).
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{Bad, Fields, RejectReason, Val};
+
+/// The fields of the contract, each as the raw JSON text of its value. Unknown fields are
+/// ignored.
+#[derive(Deserialize, Default)]
+struct Line<'a> {
+    #[serde(borrow)]
+    ts: Option<&'a RawValue>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    src: Option<&'a RawValue>,
+    #[serde(borrow)]
+    dst: Option<&'a RawValue>,
+    #[serde(borrow)]
+    sig: Option<&'a RawValue>,
+    #[serde(borrow)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tpl: Option<&'a RawValue>,
+    #[serde(borrow)]
+    sp: Option<&'a RawValue>,
+    #[serde(borrow)]
+    gw: Option<&'a RawValue>,
+    #[serde(borrow)]
+    cell: Option<&'a RawValue>,
+    #[serde(borrow)]
+    imei: Option<&'a RawValue>,
+    #[serde(borrow, rename = "ref")]
+    reference: Option<&'a RawValue>,
+    #[serde(borrow)]
+    status: Option<&'a RawValue>,
+    #[serde(borrow)]
+    err: Option<&'a RawValue>,
+    #[serde(borrow)]
+    answered: Option<&'a RawValue>,
+    #[serde(borrow)]
+    dur: Option<&'a RawValue>,
+}
+
+/// One parsed line, ready for [`super::assemble`].
+pub struct JsonFields<'a> {
+    line: &'a str,
+    raw: Line<'a>,
+}
+
+impl<'a> JsonFields<'a> {
+    /// Parses a line; a syntax error becomes a `malformed` reject at its column.
+    pub fn parse(line: &'a str) -> Result<Self, Bad> {
+        match serde_json::from_str::<Line<'a>>(line) {
+            Ok(raw) => Ok(JsonFields { line, raw }),
+            Err(e) => {
+                let msg = e.to_string();
+                let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+                Err(Bad {
+                    reason: RejectReason::Malformed,
+                    field: None,
+                    col: Some(e.column() as u64),
+                    detail: format!("invalid JSON: {msg}"),
+                })
+            }
+        }
+    }
+
+    fn col_of(&self, v: &RawValue) -> u64 {
+        let off = v.get().as_ptr() as usize - self.line.as_ptr() as usize;
+        self.line[..off].chars().count() as u64 + 1
+    }
+}
+
+impl<'a> Fields<'a> for JsonFields<'a> {
+    fn get(&mut self, name: &'static str) -> Result<Option<(Val<'a>, Option<u64>)>, Bad> {
+        let raw = match name {
+            "ts" => self.raw.ts,
+            "type" => self.raw.kind,
+            "id" => self.raw.id,
+            "src" => self.raw.src,
+            "dst" => self.raw.dst,
+            "sig" => self.raw.sig,
+            "text" => self.raw.text,
+            "tpl" => self.raw.tpl,
+            "sp" => self.raw.sp,
+            "gw" => self.raw.gw,
+            "cell" => self.raw.cell,
+            "imei" => self.raw.imei,
+            "ref" => self.raw.reference,
+            "status" => self.raw.status,
+            "err" => self.raw.err,
+            "answered" => self.raw.answered,
+            "dur" => self.raw.dur,
+            _ => None,
+        };
+        let Some(raw) = raw else { return Ok(None) };
+        let col = Some(self.col_of(raw));
+        let text = raw.get();
+        let bad_type = |what: &str| Bad {
+            reason: RejectReason::BadType,
+            field: Some(name),
+            col,
+            detail: format!("`{name}` is {what}"),
+        };
+        let v = match text.as_bytes()[0] {
+            b'"' => Val::Str(serde_json::from_str::<Cow<'a, str>>(text).map_err(|_| bad_type("not a valid string"))?),
+            b'n' => return Ok(None),
+            b't' => Val::Bool(true),
+            b'f' => Val::Bool(false),
+            b'{' => return Err(bad_type("an object")),
+            b'[' => return Err(bad_type("an array")),
+            _ => match text.parse::<i64>() {
+                Ok(i) => Val::Int(i),
+                Err(_) => Val::Float(text.parse::<f64>().map_err(|_| bad_type("an unreadable number"))?),
+            },
+        };
+        Ok(Some((v, col)))
+    }
+}

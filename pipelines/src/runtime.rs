@@ -1,0 +1,218 @@
+//! The sharded runtime shared by replay (and, later, the daemon).
+//!
+//! One router thread decodes records in input order, keeps the stream's watermark, and
+//! broadcasts batches of `(record, watermark)` to N shard workers over bounded crossbeam
+//! channels. Each worker runs one [`Engine`] that owns the `(dim, key)` pairs whose hash
+//! falls to it, so each key's state sees exactly its own records with the same watermarks
+//! whatever N is. Actions are merged and sorted by (ts, dim, key, rule, id): the output is
+//! byte-identical for every thread count.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread;
+
+use anning_detector::{Action, Engine, EngineStats, Enricher, Record, Registry, Verdict, Watermark};
+use anning_rules::Pack;
+use crossbeam_channel::{Sender, bounded};
+
+use crate::decode::{Reject, RejectReason};
+use crate::source::{self, Input, SourceError};
+
+/// Records per batch sent to the shards.
+pub const BATCH: usize = 4096;
+/// How many rejects the summary keeps as samples.
+pub const SAMPLES: usize = 5;
+
+type Batch = Arc<Vec<(Record, i64)>>;
+
+/// Where rejects go besides the counts: e.g. a JSON Lines file.
+pub trait RejectSink {
+    fn write(&mut self, r: &Reject);
+}
+
+impl RejectSink for () {
+    fn write(&mut self, _: &Reject) {}
+}
+
+/// Counts for the summary.
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    /// Decoded records per kind (sms, dlr, call, complaint), including late ones.
+    pub by_type: [u64; 4],
+    pub rejects: BTreeMap<RejectReason, u64>,
+    pub samples: Vec<Reject>,
+    /// Late records admitted at the watermark (`admit` policy).
+    pub late_admitted: u64,
+    /// Inputs that could not be read to the end, with the error.
+    pub input_errors: Vec<String>,
+}
+
+impl Counts {
+    pub fn records(&self) -> u64 {
+        self.by_type.iter().sum()
+    }
+
+    pub fn rejected(&self) -> u64 {
+        self.rejects.values().sum()
+    }
+}
+
+/// The result of a run.
+pub struct Outcome {
+    /// Sorted by (ts, dim, key, rule, id).
+    pub actions: Vec<Action>,
+    pub counts: Counts,
+    /// Per shard.
+    pub shards: Vec<EngineStats>,
+}
+
+/// Observes the run's progress (a progress bar).
+pub trait Progress {
+    fn input(&mut self, _name: &str, _len: u64) {}
+    fn advance(&mut self, _done: u64) {}
+}
+
+impl Progress for () {}
+
+struct Router<'a, R: RejectSink, P: Progress> {
+    wm: Watermark,
+    /// Name of the input being read, for rejects raised here.
+    input: String,
+    batch: Vec<(Record, i64)>,
+    txs: Vec<Sender<Batch>>,
+    counts: Counts,
+    rejects: &'a mut R,
+    progress: &'a mut P,
+}
+
+impl<R: RejectSink, P: Progress> Router<'_, R, P> {
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch: Batch = Arc::new(std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH)));
+        for tx in &self.txs {
+            // A worker only stops early if it panicked; the join below reports that.
+            let _ = tx.send(Arc::clone(&batch));
+        }
+    }
+}
+
+impl<R: RejectSink, P: Progress> source::Sink for Router<'_, R, P> {
+    fn record(&mut self, mut r: Record, line: u64) {
+        self.counts.by_type[r.kind as usize] += 1;
+        match self.wm.observe(r.ts) {
+            Verdict::Process { ts, wm } => {
+                if ts != r.ts {
+                    self.counts.late_admitted += 1;
+                    r.ts = ts;
+                }
+                self.batch.push((r, wm));
+                if self.batch.len() >= BATCH {
+                    self.flush();
+                }
+            }
+            Verdict::Late { behind } => {
+                let reject = Reject {
+                    source: self.input.clone(),
+                    line,
+                    col: None,
+                    field: Some("ts"),
+                    reason: RejectReason::Late,
+                    detail: format!("{} record {behind} ms older than the watermark", r.kind.name()),
+                    raw: Some(r.to_json()),
+                };
+                source::Sink::reject(self, reject);
+            }
+        }
+    }
+
+    fn reject(&mut self, r: Reject) {
+        *self.counts.rejects.entry(r.reason).or_default() += 1;
+        self.rejects.write(&r);
+        if self.counts.samples.len() < SAMPLES {
+            self.counts.samples.push(Reject { raw: None, ..r });
+        }
+    }
+
+    fn progress(&mut self, done: u64) {
+        self.progress.advance(done);
+    }
+}
+
+/// Runs `inputs` in order through `threads` shards of `pack`.
+pub fn run(
+    pack: Arc<Pack>,
+    registry: &Registry,
+    inputs: &[Input],
+    threads: usize,
+    rejects: &mut impl RejectSink,
+    progress: &mut impl Progress,
+) -> Outcome {
+    let threads = threads.max(1);
+    let mut txs = Vec::with_capacity(threads);
+    let mut workers = Vec::with_capacity(threads);
+    for shard in 0..threads {
+        let (tx, rx) = bounded::<Batch>(16);
+        txs.push(tx);
+        let pack = Arc::clone(&pack);
+        workers.push(
+            thread::Builder::new()
+                .name(format!("shard-{shard}"))
+                .spawn(move || {
+                    let mut engine = Engine::new(pack, shard, threads);
+                    let mut actions = Vec::new();
+                    for batch in rx {
+                        for (rec, wm) in batch.iter() {
+                            engine.process(rec, *wm, &mut actions);
+                        }
+                    }
+                    (actions, engine.stats())
+                })
+                .expect("spawn shard worker"),
+        );
+    }
+
+    let en = Enricher {
+        plan: &pack.number_plan,
+        registry,
+    };
+    let mut router = Router {
+        wm: Watermark::new(pack.lateness_ms, pack.late_policy),
+        input: String::new(),
+        batch: Vec::with_capacity(BATCH),
+        txs,
+        counts: Counts::default(),
+        rejects,
+        progress,
+    };
+    for input in inputs {
+        router.input = input.name();
+        router.progress.input(&router.input, input.byte_len());
+        if let Err(e) = source::read(input, en, &mut router) {
+            router.counts.input_errors.push(e.to_string());
+        }
+        router.flush();
+    }
+    router.flush();
+    let counts = std::mem::take(&mut router.counts);
+    drop(router);
+
+    let mut actions = Vec::new();
+    let mut shards = Vec::new();
+    for w in workers {
+        let (a, s) = w.join().expect("shard worker panicked");
+        actions.extend(a);
+        shards.push(s);
+    }
+    actions.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    Outcome { actions, counts, shards }
+}
+
+/// Errors an input can raise before it is read.
+pub fn parse_inputs(args: &[String]) -> Result<Vec<Input>, SourceError> {
+    if args.is_empty() {
+        return Ok(vec![Input::parse("-")?]);
+    }
+    args.iter().map(|a| Input::parse(a)).collect()
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the pipelines: golden replays of the samples, determinism across
+//! thread counts, the same records through every format, and the `anning` binary.
+
+mod cli;
+mod determinism;
+mod formats;
+mod golden;
+mod util;

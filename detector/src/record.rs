@@ -28,6 +28,22 @@ pub enum Slot {
 }
 
 const SLOTS: usize = 13;
+
+/// The contract's string fields and the slots they are kept in.
+pub const STRING_FIELDS: [(&str, Slot); 12] = [
+    ("id", Slot::Id),
+    ("src", Slot::Src),
+    ("dst", Slot::Dst),
+    ("sig", Slot::Sig),
+    ("text", Slot::Text),
+    ("tpl", Slot::Tpl),
+    ("sp", Slot::Sp),
+    ("gw", Slot::Gw),
+    ("cell", Slot::Cell),
+    ("imei", Slot::Imei),
+    ("ref", Slot::Ref),
+    ("err", Slot::Err),
+];
 const ABSENT: (u32, u32) = (u32::MAX, 0);
 
 impl Slot {
@@ -100,20 +116,7 @@ impl Record {
         let mut m = serde_json::Map::new();
         m.insert("ts".into(), self.ts.into());
         m.insert("type".into(), self.kind.name().into());
-        for (name, slot) in [
-            ("id", Slot::Id),
-            ("src", Slot::Src),
-            ("dst", Slot::Dst),
-            ("sig", Slot::Sig),
-            ("text", Slot::Text),
-            ("tpl", Slot::Tpl),
-            ("sp", Slot::Sp),
-            ("gw", Slot::Gw),
-            ("cell", Slot::Cell),
-            ("imei", Slot::Imei),
-            ("ref", Slot::Ref),
-            ("err", Slot::Err),
-        ] {
+        for (name, slot) in STRING_FIELDS {
             if let Some(v) = self.get(slot) {
                 m.insert(name.into(), v.into());
             }

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use super::{Bad, Fields, Val};
+use super::{Bad, FIELD_NAMES, Fields, Val};
 
 /// Column positions of the contract's fields in one CSV file.
 #[derive(Debug, Clone)]
@@ -11,13 +11,9 @@ pub struct CsvColumns {
     cols: Vec<(&'static str, usize)>,
 }
 
-const NAMES: [&str; 17] = [
-    "ts", "type", "id", "src", "dst", "sig", "text", "tpl", "sp", "gw", "cell", "imei", "ref", "status", "err", "answered", "dur",
-];
-
 impl CsvColumns {
     pub fn from_header(header: &csv::StringRecord) -> Self {
-        let cols = NAMES
+        let cols = FIELD_NAMES
             .iter()
             .filter_map(|&n| {
                 header

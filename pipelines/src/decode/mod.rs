@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use anning_detector::mask::mask_number;
-use anning_detector::record::parse_ts_text;
+use anning_detector::record::{STRING_FIELDS, parse_ts_text};
 use anning_detector::{Enricher, Record, RecordBuilder, Slot};
 use anning_rules::{DlrStatus, RecordKind};
 use serde::Serialize;
@@ -128,20 +128,9 @@ pub trait Fields<'a> {
     }
 }
 
-/// String fields copied into the record as they are.
-const STRING_FIELDS: [(&str, Slot); 12] = [
-    ("id", Slot::Id),
-    ("src", Slot::Src),
-    ("dst", Slot::Dst),
-    ("sig", Slot::Sig),
-    ("text", Slot::Text),
-    ("tpl", Slot::Tpl),
-    ("sp", Slot::Sp),
-    ("gw", Slot::Gw),
-    ("cell", Slot::Cell),
-    ("imei", Slot::Imei),
-    ("ref", Slot::Ref),
-    ("err", Slot::Err),
+/// Every field of the record contract, as CSV and Parquet column names.
+pub const FIELD_NAMES: [&str; 17] = [
+    "ts", "type", "id", "src", "dst", "sig", "text", "tpl", "sp", "gw", "cell", "imei", "ref", "status", "err", "answered", "dur",
 ];
 
 /// Shows a value in a message, masking it when it is (or may be) a subscriber number.

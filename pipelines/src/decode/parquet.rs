@@ -11,11 +11,7 @@ use arrow::datatypes::{
 };
 use arrow::record_batch::RecordBatch;
 
-use super::{Bad, Fields, RejectReason, Val};
-
-const NAMES: [&str; 17] = [
-    "ts", "type", "id", "src", "dst", "sig", "text", "tpl", "sp", "gw", "cell", "imei", "ref", "status", "err", "answered", "dur",
-];
+use super::{Bad, FIELD_NAMES, Fields, RejectReason, Val};
 
 /// The contract's columns found in one batch, with their column numbers (1-based).
 pub struct BatchColumns {
@@ -25,7 +21,7 @@ pub struct BatchColumns {
 impl BatchColumns {
     pub fn new(batch: &RecordBatch) -> Self {
         let schema = batch.schema();
-        let cols = NAMES
+        let cols = FIELD_NAMES
             .iter()
             .filter_map(|&n| schema.index_of(n).ok().map(|i| (n, batch.column(i).clone(), i as u64 + 1)))
             .collect();

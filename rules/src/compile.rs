@@ -358,13 +358,13 @@ fn compile_rule(d: &mut Diags, span: Range<usize>, raw: RawRule, dims: &mut Vec<
         }
         Some("rate") => {
             for (set, f) in [
-                (raw.limit.is_some(), "limit"),
-                (raw.band.is_some(), "band"),
-                (raw.k.is_some(), "k"),
-                (raw.n.is_some(), "n"),
+                (raw.limit.as_ref().map(|v| v.span()), "limit"),
+                (raw.band.as_ref().map(|v| v.span()), "band"),
+                (raw.k.as_ref().map(|v| v.span()), "k"),
+                (raw.n.as_ref().map(|v| v.span()), "n"),
             ] {
-                if set {
-                    not_for(d, &raw, f, "rate");
+                if let Some(span) = set {
+                    not_for(d, span, f, "rate");
                 }
             }
             let threshold = positive(d, &who, &span, "threshold", &raw.threshold);
@@ -385,9 +385,12 @@ fn compile_rule(d: &mut Diags, span: Range<usize>, raw: RawRule, dims: &mut Vec<
             threshold.map(|threshold| RuleKind::Rate { threshold, distinct })
         }
         Some("near_limit") => {
-            for (set, f) in [(raw.threshold.is_some(), "threshold"), (raw.distinct.is_some(), "distinct")] {
-                if set {
-                    not_for(d, &raw, f, "near_limit");
+            for (set, f) in [
+                (raw.threshold.as_ref().map(|v| v.span()), "threshold"),
+                (raw.distinct.as_ref().map(|v| v.span()), "distinct"),
+            ] {
+                if let Some(span) = set {
+                    not_for(d, span, f, "near_limit");
                 }
             }
             let limit = positive(d, &who, &span, "limit", &raw.limit);
@@ -472,17 +475,8 @@ fn compile_rule(d: &mut Diags, span: Range<usize>, raw: RawRule, dims: &mut Vec<
     })
 }
 
-fn not_for(d: &mut Diags, raw: &RawRule, field: &str, kind: &str) {
-    let span = match field {
-        "limit" => raw.limit.as_ref().map(|v| v.span()),
-        "band" => raw.band.as_ref().map(|v| v.span()),
-        "k" => raw.k.as_ref().map(|v| v.span()),
-        "n" => raw.n.as_ref().map(|v| v.span()),
-        "threshold" => raw.threshold.as_ref().map(|v| v.span()),
-        "distinct" => raw.distinct.as_ref().map(|v| v.span()),
-        _ => None,
-    };
-    d.push(span.unwrap_or(0..0), format!("`{field}` does not apply to kind \"{kind}\""));
+fn not_for(d: &mut Diags, span: Range<usize>, field: &str, kind: &str) {
+    d.push(span, format!("`{field}` does not apply to kind \"{kind}\""));
 }
 
 fn positive(d: &mut Diags, who: &str, span: &Range<usize>, field: &str, v: &Option<Spanned<i64>>) -> Option<u64> {

@@ -150,10 +150,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
     let ts = match f.get("ts")? {
         None => return Err(Bad::new(RejectReason::MissingField, "ts", None, "`ts` is required".into())),
         Some((Val::Int(ms), _)) => ms,
-        Some((Val::Float(x), col)) if x.fract() == 0.0 && x.abs() < 9e15 => {
-            let _ = col;
-            x as i64
-        }
+        Some((Val::Float(x), _)) if x.fract() == 0.0 && x.abs() < 9e15 => x as i64,
         Some((Val::Str(s), col)) => parse_ts_text(&s)
             .map_err(|why| Bad::new(RejectReason::BadValue, "ts", col, format!("`ts` = \"{}\": {why}", shown("ts", &s))))?,
         Some((v, col)) => {

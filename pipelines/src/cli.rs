@@ -31,6 +31,106 @@ pub enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Write synthetic labelled traffic: abuse patterns beside their legitimate look-alikes.
+    Gen(GenArgs),
+    /// Score actions against a truth file: recall and time to act per pattern, precision,
+    /// legitimate entities harmed.
+    Score(ScoreArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GenArgs {
+    /// `double11` (a full day, every pattern), `abuse`, `legit`, or one pattern's name
+    /// (`anning gen list` lists them).
+    pub scenario: String,
+    /// Records to write, not counting duplicates (default: 1000000 for double11; for one
+    /// pattern, its own records without background chatter).
+    #[arg(long, value_name = "N")]
+    pub records: Option<u64>,
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// Where to write records: .jsonl or .parquet (by extension, or --format). Default: stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Write the ground truth here (JSON Lines, one labelled entity a line).
+    #[arg(long, value_name = "FILE")]
+    pub truth: Option<PathBuf>,
+    /// Write the port registry CSV here.
+    #[arg(long, value_name = "CSV")]
+    pub registry: Option<PathBuf>,
+    /// Output format; default from the --out extension, else jsonl.
+    #[arg(long, value_enum)]
+    pub format: Option<GenFormat>,
+    /// Preset for the knobs below.
+    #[arg(long, value_enum, default_value_t = GenDifficulty::Normal)]
+    pub difficulty: GenDifficulty,
+    /// Dodgers' hourly counts as shares of the limit, e.g. 0.9..0.995.
+    #[arg(long, value_name = "LO..HI", value_parser = parse_band)]
+    pub dodger_band: Option<(f64, f64)>,
+    /// SIMs per farm.
+    #[arg(long, value_name = "N")]
+    pub farm_sims: Option<u32>,
+    /// Each farm SIM's hourly count as shares of the limit, e.g. 0.6..0.9.
+    #[arg(long, value_name = "LO..HI", value_parser = parse_band)]
+    pub farm_band: Option<(f64, f64)>,
+    /// Chance (0..1) of each small edit to a farm message.
+    #[arg(long, value_name = "P")]
+    pub farm_variation: Option<f64>,
+    /// Share of records moved back in event time by up to --disorder-max (out of order).
+    #[arg(long, value_name = "SHARE")]
+    pub disorder: Option<f64>,
+    /// How far back out-of-order records move, e.g. 30s, 2m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub disorder_max: Option<i64>,
+    /// Share of records that arrive after the lateness (5m) has passed.
+    #[arg(long, value_name = "SHARE")]
+    pub late: Option<f64>,
+    /// Share of records written twice (same id, same bytes).
+    #[arg(long, value_name = "SHARE")]
+    pub dupes: Option<f64>,
+    /// No summary on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GenFormat {
+    Jsonl,
+    Parquet,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GenDifficulty {
+    Normal,
+    Hard,
+}
+
+fn parse_band(s: &str) -> Result<(f64, f64), String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("`{s}`: expected LO..HI, e.g. 0.9..0.995"))?;
+    let num = |v: &str| v.trim().parse::<f64>().map_err(|_| format!("`{v}` is not a number"));
+    Ok((num(a)?, num(b)?))
+}
+
+fn parse_duration(s: &str) -> Result<i64, String> {
+    anning_rules::duration::parse_duration_ms(s)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ScoreArgs {
+    /// The truth file `anning gen --truth` wrote.
+    #[arg(long, value_name = "FILE")]
+    pub truth: PathBuf,
+    /// Actions as JSON Lines (`anning replay --out`).
+    #[arg(long, value_name = "FILE")]
+    pub actions: PathBuf,
+    /// One JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Show subscriber numbers in collateral samples unmasked.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -79,6 +179,8 @@ pub fn main() -> ExitCode {
         Command::Rules {
             command: RulesCommand::Check { path },
         } => rules_check(&path),
+        Command::Gen(args) => r#gen(args),
+        Command::Score(args) => score(args),
     };
     match result {
         Ok(code) => code,
@@ -260,4 +362,140 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn r#gen(args: GenArgs) -> Result<ExitCode> {
+    use anning_fixtures::synth::{self, Difficulty, JsonlSink, Knobs, Plan, RecordSink};
+    if args.scenario == "list" {
+        println!("scenarios:");
+        for (name, what) in synth::SCENARIOS {
+            println!("  {name:<22} {what}");
+        }
+        println!("patterns (each also a scenario of its own):");
+        for p in synth::PATTERNS {
+            let label = if p.label == synth::Label::Abuse { "abuse" } else { "legitimate" };
+            println!("  {:<22} {label:<10} {}", p.name, p.what);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut knobs = Knobs::new(
+        args.seed,
+        match args.difficulty {
+            GenDifficulty::Normal => Difficulty::Normal,
+            GenDifficulty::Hard => Difficulty::Hard,
+        },
+    );
+    knobs.records = args.records;
+    if let Some(b) = args.dodger_band {
+        knobs.dodger_band = b;
+    }
+    if let Some(n) = args.farm_sims {
+        knobs.farm_sims = n;
+    }
+    if let Some(b) = args.farm_band {
+        knobs.farm_band = b;
+    }
+    if let Some(v) = args.farm_variation {
+        knobs.farm_variation = v;
+    }
+    if let Some(v) = args.disorder {
+        knobs.disorder_share = v;
+    }
+    if let Some(v) = args.disorder_max {
+        knobs.disorder_ms = v;
+    }
+    if let Some(v) = args.late {
+        knobs.late_share = v;
+    }
+    if let Some(v) = args.dupes {
+        knobs.dupes = v;
+    }
+    let started = Instant::now();
+    let plan = match Plan::new(&args.scenario, knobs) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("anning gen: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let format = args.format.unwrap_or(match &args.out {
+        Some(p) if p.extension().is_some_and(|e| e == "parquet") => GenFormat::Parquet,
+        _ => GenFormat::Jsonl,
+    });
+    let create = |p: &Path| File::create(p).with_context(|| format!("cannot create {}", p.display()));
+    if let Some(p) = &args.truth {
+        plan.write_truth(&mut BufWriter::new(create(p)?))
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if let Some(p) = &args.registry {
+        plan.write_registry(&mut BufWriter::new(create(p)?))
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    let stats = match (format, &args.out) {
+        (GenFormat::Parquet, None) => anyhow::bail!("Parquet output needs --out FILE"),
+        (GenFormat::Parquet, Some(p)) => {
+            let mut sink = crate::synth_out::ParquetSink::create(create(p)?)?;
+            plan.write(&mut sink).with_context(|| format!("cannot write {}", p.display()))?
+        }
+        (GenFormat::Jsonl, Some(p)) => {
+            let mut sink = JsonlSink::new(create(p)?);
+            plan.write(&mut sink).with_context(|| format!("cannot write {}", p.display()))?
+        }
+        (GenFormat::Jsonl, None) => {
+            let mut sink = JsonlSink::new(std::io::stdout().lock());
+            let s = plan.write(&mut sink as &mut dyn RecordSink)?;
+            drop(sink);
+            s
+        }
+    };
+    if !args.quiet {
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        let abuse = plan.truth.iter().filter(|t| t.label == synth::Label::Abuse).count();
+        eprintln!(
+            "anning gen: scenario `{}` seed {}: {} records ({} from the patterns, {} chatter) in {:.2} s ({:.0} records/s), peak RSS {}",
+            plan.scenario,
+            plan.knobs.seed,
+            stats.records,
+            plan.actor_records,
+            plan.background,
+            secs,
+            stats.records as f64 / secs,
+            crate::summary::peak_rss_bytes().map_or_else(|| "unknown".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
+        );
+        eprintln!(
+            "  sms {}, dlr {}, call {}, complaint {}; out of order {}, late {}, duplicates {}",
+            stats.by_kind[0], stats.by_kind[1], stats.by_kind[2], stats.by_kind[3], stats.disordered, stats.late, stats.duplicates
+        );
+        eprintln!(
+            "  entities: {abuse} abuse, {} legitimate; {} registered ports",
+            plan.truth.len() - abuse,
+            plan.registry.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn score(args: ScoreArgs) -> Result<ExitCode> {
+    use crate::score;
+    let truth = score::read_truth(&args.truth);
+    let actions = score::read_actions(&args.actions);
+    let (truth, actions) = match (truth, actions) {
+        (Ok(t), Ok(a)) => (t, a),
+        (t, a) => {
+            for e in t.err().into_iter().flatten().chain(a.err().into_iter().flatten()) {
+                eprintln!("{e}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let plan = anning_rules::default_pack().number_plan;
+    let s = score::score(&truth, &actions, (!args.raw).then_some(&plan));
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &s)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", score::render(&s))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -6,10 +6,14 @@
 //! - [`source`]: reading inputs in order.
 //! - [`runtime`]: router + shard workers over crossbeam channels; deterministic merge.
 //! - [`summary`]: the replay summary on stderr.
+//! - [`score`]: actions against the generator's truth (`anning score`).
+//! - [`synth_out`]: generated traffic as Parquet (`anning gen --out x.parquet`).
 //! - [`cli`]: the `anning` commands.
 
 pub mod cli;
 pub mod decode;
 pub mod runtime;
+pub mod score;
 pub mod source;
 pub mod summary;
+pub mod synth_out;

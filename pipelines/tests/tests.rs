@@ -5,4 +5,5 @@ mod cli;
 mod determinism;
 mod formats;
 mod golden;
+mod score;
 mod util;

@@ -42,6 +42,7 @@ pub enum Command {
 pub struct GenArgs {
     /// `double11` (a full day, every pattern), `abuse`, `legit`, or one pattern's name
     /// (`anning gen list` lists them).
+    #[arg(default_value = "double11")]
     pub scenario: String,
     /// Records to write, not counting duplicates (default: 1000000 for double11; for one
     /// pattern, its own records without background chatter).
@@ -431,23 +432,37 @@ fn r#gen(args: GenArgs) -> Result<ExitCode> {
         plan.write_registry(&mut BufWriter::new(create(p)?))
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
+    let show = !args.quiet && std::io::stderr().is_terminal();
+    let bar = show.then(|| {
+        let b = indicatif::ProgressBar::new(plan.actor_records + plan.background);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} gen {msg} [{bar:30}] {human_pos}/{human_len} ({per_sec}, eta {eta})")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        b.set_message(plan.scenario.clone());
+        b
+    });
+    let write = |sink: &mut dyn RecordSink| {
+        let mut counted = Counted {
+            inner: sink,
+            bar: &bar,
+            n: 0,
+        };
+        plan.write(&mut counted)
+    };
     let stats = match (format, &args.out) {
         (GenFormat::Parquet, None) => anyhow::bail!("Parquet output needs --out FILE"),
         (GenFormat::Parquet, Some(p)) => {
             let mut sink = crate::synth_out::ParquetSink::create(create(p)?)?;
-            plan.write(&mut sink).with_context(|| format!("cannot write {}", p.display()))?
+            write(&mut sink).with_context(|| format!("cannot write {}", p.display()))?
         }
-        (GenFormat::Jsonl, Some(p)) => {
-            let mut sink = JsonlSink::new(create(p)?);
-            plan.write(&mut sink).with_context(|| format!("cannot write {}", p.display()))?
-        }
-        (GenFormat::Jsonl, None) => {
-            let mut sink = JsonlSink::new(std::io::stdout().lock());
-            let s = plan.write(&mut sink as &mut dyn RecordSink)?;
-            drop(sink);
-            s
-        }
+        (GenFormat::Jsonl, Some(p)) => write(&mut JsonlSink::new(create(p)?)).with_context(|| format!("cannot write {}", p.display()))?,
+        (GenFormat::Jsonl, None) => write(&mut JsonlSink::new(std::io::stdout().lock()))?,
     };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
     if !args.quiet {
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         let abuse = plan.truth.iter().filter(|t| t.label == synth::Label::Abuse).count();
@@ -473,6 +488,29 @@ fn r#gen(args: GenArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Passes records on and moves the progress bar every 64 k records.
+struct Counted<'a> {
+    inner: &'a mut dyn anning_fixtures::synth::RecordSink,
+    bar: &'a Option<indicatif::ProgressBar>,
+    n: u64,
+}
+
+impl anning_fixtures::synth::RecordSink for Counted<'_> {
+    fn record(&mut self, r: &anning_fixtures::synth::GenRecord) -> std::io::Result<()> {
+        self.n += 1;
+        if self.n % 65_536 == 0
+            && let Some(b) = self.bar
+        {
+            b.set_position(self.n);
+        }
+        self.inner.record(r)
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.inner.finish()
+    }
 }
 
 fn score(args: ScoreArgs) -> Result<ExitCode> {

@@ -500,7 +500,7 @@ struct Counted<'a> {
 impl anning_fixtures::synth::RecordSink for Counted<'_> {
     fn record(&mut self, r: &anning_fixtures::synth::GenRecord) -> std::io::Result<()> {
         self.n += 1;
-        if self.n % 65_536 == 0
+        if self.n.is_multiple_of(65_536)
             && let Some(b) = self.bar
         {
             b.set_position(self.n);

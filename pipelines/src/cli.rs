@@ -436,7 +436,7 @@ fn r#gen(args: GenArgs) -> Result<ExitCode> {
     let bar = show.then(|| {
         let b = indicatif::ProgressBar::new(plan.actor_records + plan.background);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} gen {msg} [{bar:30}] {human_pos}/{human_len} ({per_sec}, eta {eta})")
+            indicatif::ProgressStyle::with_template("{spinner} gen {msg} [{bar:30}] {human_pos}/{human_len} records ({elapsed}, eta {eta})")
                 .expect("static template")
                 .progress_chars("=> "),
         );

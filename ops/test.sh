@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Everything CI checks: formatting, clippy with warnings denied, and every test.
-# Works on a bare machine of the project's kind (Rust toolchain with rustfmt and clippy);
-# installs nothing it does not need, idempotently.
+# Everything CI checks: formatting, clippy with warnings denied, and every test, including
+# the daemon's end-to-end tests against a real local broker (tansu, which the tests start
+# through ops/broker.sh on ports 19092 and 19093; this script stops them at the end).
+# Works on a bare machine of the project's kind (Rust toolchain, python3 with pip, apt);
+# installs what it needs, idempotently: rustfmt, clippy, promtool (Debian `prometheus`),
+# and the pinned broker wheel (ops/broker.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +17,20 @@ need_component() {
 need_component fmt rustfmt
 need_component clippy clippy
 
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "ops/test.sh: installing promtool (Debian package prometheus)" >&2
+    sudo=""
+    [[ $(id -u) -ne 0 ]] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+stop_brokers() {
+    for port in 19092 19093; do
+        ANNING_BROKER_PORT=$port ops/broker.sh stop >/dev/null 2>&1 || true
+    done
+}
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 
@@ -22,7 +39,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log"; stop_brokers' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 # One closing line for the whole run (cargo's last line is a crate's doc-tests, often 0).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }

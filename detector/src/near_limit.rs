@@ -57,7 +57,22 @@ impl NearLimit {
             let span = self.history.len() as i64;
             // Past `quiet`, every window is empty and every chain sees only empty windows.
             let quiet = self.ring.head() + self.w + span;
-            for b in last + 1..=wm_bin.min(quiet) {
+            // Boundaries whose windows end before the ring's oldest bin see nothing the ring
+            // still holds. They are only ever skipped when the watermark had not moved for
+            // longer than the ring (a daemon whose partitions have not all delivered yet):
+            // their windows count as empty rather than being walked one by one.
+            let from = (last + 1).max(self.ring.oldest());
+            if from > last + 1 {
+                if from - (last + 1) >= span {
+                    self.history.iter_mut().for_each(|h| *h = 0);
+                } else {
+                    for b in last + 1..from {
+                        let s = self.hist_slot(b);
+                        self.history[s] = 0;
+                    }
+                }
+            }
+            for b in from..=wm_bin.min(quiet) {
                 let c = self.ring.range_sum(b - self.w, b - 1);
                 let s = self.hist_slot(b);
                 self.history[s] = c.min(u32::MAX as u64) as u32;

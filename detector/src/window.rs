@@ -122,6 +122,15 @@ impl BinRing {
         self.sum
     }
 
+    /// The oldest bin the ring still holds (`i64::MIN` when empty).
+    pub fn oldest(&self) -> i64 {
+        if self.head == i64::MIN {
+            i64::MIN
+        } else {
+            self.head - self.bins.len() as i64 + 1
+        }
+    }
+
     /// Count in bins `from ..= to` (bins outside the ring count as zero).
     pub fn range_sum(&self, from: i64, to: i64) -> u64 {
         if self.head == i64::MIN {

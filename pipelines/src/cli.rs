@@ -36,6 +36,64 @@ pub enum Command {
     /// Score actions against a truth file: recall and time to act per pattern, precision,
     /// legitimate entities harmed.
     Score(ScoreArgs),
+    /// The NOC service: consume records from Kafka, produce actions to Kafka.
+    Daemon(DaemonArgs),
+    /// Write records from files (JSON Lines) to a Kafka topic, optionally at a set rate.
+    Produce(ProduceArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DaemonArgs {
+    /// Settings file (TOML); ANNING_* environment variables and these flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_name = "PATH")]
+    pub rules: Option<PathBuf>,
+    #[arg(long, value_name = "CSV")]
+    pub registry: Option<PathBuf>,
+    /// Default 127.0.0.1:9092.
+    #[arg(long, value_name = "HOSTS")]
+    pub brokers: Option<String>,
+    /// Consumer group (default anning).
+    #[arg(long, value_name = "ID")]
+    pub group: Option<String>,
+    /// Default signaling.
+    #[arg(long, value_name = "T")]
+    pub input_topic: Option<String>,
+    /// Default actions.
+    #[arg(long, value_name = "T")]
+    pub actions_topic: Option<String>,
+    /// Default signaling.dlq.
+    #[arg(long, value_name = "T")]
+    pub dlq_topic: Option<String>,
+    /// Admin HTTP address (default 127.0.0.1:9898).
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// A librdkafka property for consumer and producer, e.g. -X security.protocol=SASL_SSL.
+    #[arg(short = 'X', value_name = "PROP=VALUE")]
+    pub kafka: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ProduceArgs {
+    /// JSON Lines files, or - for stdin; one message per non-blank line.
+    pub inputs: Vec<String>,
+    #[arg(long, value_name = "HOSTS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    #[arg(long, value_name = "T", default_value = "signaling")]
+    pub topic: String,
+    /// Messages per second at most (default: as fast as the broker takes them).
+    #[arg(long, value_name = "N")]
+    pub rate: Option<u64>,
+    /// Message key: the value of this record field (default src), so one sender's records
+    /// stay in one partition and in order.
+    #[arg(long, value_name = "FIELD", default_value = "src")]
+    pub key: String,
+    /// A librdkafka property, e.g. -X linger.ms=20.
+    #[arg(short = 'X', value_name = "PROP=VALUE")]
+    pub kafka: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -182,6 +240,8 @@ pub fn main() -> ExitCode {
         } => rules_check(&path),
         Command::Gen(args) => r#gen(args),
         Command::Score(args) => score(args),
+        Command::Daemon(args) => daemon(args),
+        Command::Produce(args) => produce(args),
     };
     match result {
         Ok(code) => code,
@@ -436,9 +496,11 @@ fn r#gen(args: GenArgs) -> Result<ExitCode> {
     let bar = show.then(|| {
         let b = indicatif::ProgressBar::new(plan.actor_records + plan.background);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} gen {msg} [{bar:30}] {human_pos}/{human_len} records ({elapsed}, eta {eta})")
-                .expect("static template")
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} gen {msg} [{bar:30}] {human_pos}/{human_len} records ({elapsed}, eta {eta})",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
         );
         b.set_message(plan.scenario.clone());
         b
@@ -535,5 +597,142 @@ fn score(args: ScoreArgs) -> Result<ExitCode> {
     } else {
         write!(out, "{}", score::render(&s))?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn split_prop(p: &str) -> Result<(String, String)> {
+    let (k, v) = p.split_once('=').with_context(|| format!("-X {p}: expected PROPERTY=VALUE"))?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+fn daemon(args: DaemonArgs) -> Result<ExitCode> {
+    use crate::daemon::{self, DaemonConfig};
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ANNING_LOG").unwrap_or_else(|_| "info".into()))
+        .try_init();
+    let mut cfg = match &args.config {
+        Some(p) => match DaemonConfig::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => DaemonConfig::default(),
+    };
+    if let Err(e) = cfg.apply_env(std::env::vars()) {
+        eprintln!("anning daemon: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    macro_rules! flag {
+        ($($f:ident),*) => { $(if let Some(v) = args.$f.clone() { cfg.$f = v.into(); })* };
+    }
+    flag!(brokers, group, input_topic, actions_topic, dlq_topic, admin, threads);
+    if args.rules.is_some() {
+        cfg.rules = args.rules.clone();
+    }
+    if args.registry.is_some() {
+        cfg.registry = args.registry.clone();
+    }
+    for p in &args.kafka {
+        let (k, v) = split_prop(p)?;
+        cfg.kafka.insert(k, v);
+    }
+    if let Err(e) = cfg.validate() {
+        eprintln!("anning daemon: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    let pack = match load_pack(cfg.rules.as_deref()) {
+        Ok(p) => Arc::new(p),
+        Err(code) => return Ok(code),
+    };
+    let registry = match load_registry(cfg.registry.as_deref()) {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handlers")?;
+    }
+    let metrics = Arc::new(daemon::Metrics::default());
+    let addr = daemon::admin::serve(&cfg.admin, Arc::clone(&metrics)).with_context(|| format!("cannot listen on {}", cfg.admin))?;
+    tracing::info!("admin HTTP on http://{addr}/metrics");
+    daemon::run(&cfg, pack, &registry, metrics, stop)?;
+    tracing::info!("stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn produce(args: ProduceArgs) -> Result<ExitCode> {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let mut conf = rdkafka::ClientConfig::new();
+    conf.set("bootstrap.servers", &args.brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000");
+    for p in &args.kafka {
+        let (k, v) = split_prop(p)?;
+        conf.set(k, v);
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = conf.create().context("cannot create the Kafka producer")?;
+    let inputs = if args.inputs.is_empty() {
+        vec!["-".to_string()]
+    } else {
+        args.inputs.clone()
+    };
+    let started = Instant::now();
+    let mut n = 0u64;
+    let mut line = String::new();
+    for input in &inputs {
+        let mut reader: Box<dyn std::io::BufRead> = if input == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(std::io::BufReader::new(
+                File::open(input).with_context(|| format!("cannot open {input}"))?,
+            ))
+        };
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).with_context(|| format!("cannot read {input}"))? == 0 {
+                break;
+            }
+            let msg = line.trim_end_matches(['\n', '\r']);
+            if msg.trim().is_empty() {
+                continue;
+            }
+            // The key: the named field's string value, when the line has one.
+            let key = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(msg)
+                .ok()
+                .and_then(|m| m.get(&args.key).and_then(|v| v.as_str().map(str::to_string)));
+            loop {
+                let mut rec = BaseRecord::<str, str>::to(&args.topic).payload(msg);
+                if let Some(k) = &key {
+                    rec = rec.key(k.as_str());
+                }
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
+                        std::thread::sleep(std::time::Duration::from_millis(2))
+                    }
+                    Err((e, _)) => anyhow::bail!("cannot produce to {}: {e}", args.topic),
+                }
+            }
+            n += 1;
+            if let Some(rate) = args.rate {
+                let due = std::time::Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+    }
+    producer
+        .flush(std::time::Duration::from_secs(60))
+        .context("cannot deliver every message")?;
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    eprintln!(
+        "anning produce: {n} messages to {} in {secs:.2} s ({:.0}/s)",
+        args.topic,
+        n as f64 / secs
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -8,9 +8,11 @@
 //! - [`summary`]: the replay summary on stderr.
 //! - [`score`]: actions against the generator's truth (`anning score`).
 //! - [`synth_out`]: generated traffic as Parquet (`anning gen --out x.parquet`).
+//! - [`daemon`]: `anning daemon` on Kafka, with its admin HTTP endpoint and metrics.
 //! - [`cli`]: the `anning` commands.
 
 pub mod cli;
+pub mod daemon;
 pub mod decode;
 pub mod runtime;
 pub mod score;

@@ -2,6 +2,7 @@
 //! thread counts, the same records through every format, and the `anning` binary.
 
 mod cli;
+mod daemon;
 mod determinism;
 mod formats;
 mod golden;

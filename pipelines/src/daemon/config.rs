@@ -1,0 +1,175 @@
+//! The daemon's settings: built-in defaults, then a TOML file (`--config`), then `ANNING_*`
+//! environment variables, then flags — each overriding the one before.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where the daemon starts reading a newly assigned partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rebuild {
+    /// From the partition's beginning, rebuilding window state; actions caused by records
+    /// below the group's committed offset were delivered before and are not produced again.
+    Earliest,
+    /// From the committed offset, with empty state (counters restart).
+    Committed,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    pub brokers: String,
+    pub group: String,
+    pub input_topic: String,
+    pub actions_topic: String,
+    pub dlq_topic: String,
+    /// Admin HTTP address (`/metrics`, `/healthz`, `/readyz`).
+    pub admin: String,
+    /// Shard worker threads.
+    pub threads: usize,
+    pub rules: Option<PathBuf>,
+    pub registry: Option<PathBuf>,
+    /// Create the input, actions and dead-letter topics if absent.
+    pub create_topics: bool,
+    /// Partitions of topics the daemon creates.
+    pub partitions: i32,
+    /// Records per processing batch at most; offsets are committed per batch.
+    pub batch_max: usize,
+    /// How long to gather a batch, in ms.
+    pub batch_ms: u64,
+    pub rebuild: Rebuild,
+    /// librdkafka properties for both the consumer and the producer (SASL, TLS, …).
+    pub kafka: BTreeMap<String, String>,
+    /// librdkafka properties for the consumer only.
+    pub consumer: BTreeMap<String, String>,
+    /// librdkafka properties for the producer only.
+    pub producer: BTreeMap<String, String>,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group: "anning".into(),
+            input_topic: "signaling".into(),
+            actions_topic: "actions".into(),
+            dlq_topic: "signaling.dlq".into(),
+            admin: "127.0.0.1:9898".into(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            rules: None,
+            registry: None,
+            create_topics: true,
+            partitions: 1,
+            batch_max: 20_000,
+            batch_ms: 50,
+            rebuild: Rebuild::Earliest,
+            kafka: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// Reads a TOML file over the defaults; errors name the file, line and column.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}:{e}", path.display()))
+    }
+
+    /// Parses TOML text; an error is `line:col: message`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str::<DaemonConfig>(text).map_err(|e| {
+            let (line, col) = e
+                .span()
+                .map(|s| {
+                    let before = &text[..s.start.min(text.len())];
+                    (
+                        before.matches('\n').count() + 1,
+                        before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1,
+                    )
+                })
+                .unwrap_or((1, 1));
+            format!("{line}:{col}: {}", e.message())
+        })
+    }
+
+    /// Applies `ANNING_*` variables: `ANNING_BROKERS`, `ANNING_GROUP`, `ANNING_INPUT_TOPIC`,
+    /// `ANNING_ACTIONS_TOPIC`, `ANNING_DLQ_TOPIC`, `ANNING_ADMIN`, `ANNING_THREADS`,
+    /// `ANNING_RULES`, `ANNING_REGISTRY`, `ANNING_BATCH_MAX`, `ANNING_BATCH_MS`,
+    /// `ANNING_REBUILD`, and `ANNING_KAFKA_<PROPERTY>` for a librdkafka property with dots
+    /// written as underscores (`ANNING_KAFKA_SECURITY_PROTOCOL=SASL_SSL`).
+    pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), String> {
+        for (k, v) in vars {
+            let Some(name) = k.strip_prefix("ANNING_") else { continue };
+            let num = |v: &str| v.parse::<u64>().map_err(|_| format!("{k}: `{v}` is not a number"));
+            match name {
+                "BROKERS" => self.brokers = v,
+                "GROUP" => self.group = v,
+                "INPUT_TOPIC" => self.input_topic = v,
+                "ACTIONS_TOPIC" => self.actions_topic = v,
+                "DLQ_TOPIC" => self.dlq_topic = v,
+                "ADMIN" => self.admin = v,
+                "THREADS" => self.threads = num(&v)? as usize,
+                "RULES" => self.rules = Some(v.into()),
+                "REGISTRY" => self.registry = Some(v.into()),
+                "BATCH_MAX" => self.batch_max = num(&v)? as usize,
+                "BATCH_MS" => self.batch_ms = num(&v)?,
+                "REBUILD" => {
+                    self.rebuild = match v.as_str() {
+                        "earliest" => Rebuild::Earliest,
+                        "committed" => Rebuild::Committed,
+                        _ => return Err(format!("{k}: `{v}` is not earliest or committed")),
+                    }
+                }
+                other => {
+                    if let Some(prop) = other.strip_prefix("KAFKA_") {
+                        self.kafka.insert(prop.to_ascii_lowercase().replace('_', "."), v);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.threads == 0 || self.batch_max == 0 {
+            return Err("threads and batch_max must be at least 1".into());
+        }
+        if self.partitions < 1 {
+            return Err("partitions must be at least 1".into());
+        }
+        for t in [&self.input_topic, &self.actions_topic, &self.dlq_topic] {
+            if t.is_empty() {
+                return Err("topic names must not be empty".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment_override_defaults_and_errors_are_located() {
+        let mut c = DaemonConfig::parse("group = \"noc\"\nthreads = 3\n[kafka]\n\"security.protocol\" = \"SASL_SSL\"\n").unwrap();
+        assert_eq!((c.group.as_str(), c.threads, c.input_topic.as_str()), ("noc", 3, "signaling"));
+        c.apply_env([
+            ("ANNING_GROUP".to_string(), "night".to_string()),
+            ("ANNING_KAFKA_SASL_MECHANISM".to_string(), "PLAIN".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+        ])
+        .unwrap();
+        assert_eq!(c.group, "night");
+        assert_eq!(c.kafka["sasl.mechanism"], "PLAIN");
+        assert_eq!(c.kafka["security.protocol"], "SASL_SSL");
+        let e = DaemonConfig::parse("group = \"a\"\nthreds = 2\n").unwrap_err();
+        assert!(e.starts_with("2:1: unknown field `threds`"), "{e}");
+        let e = c.apply_env([("ANNING_THREADS".to_string(), "many".to_string())]).unwrap_err();
+        assert_eq!(e, "ANNING_THREADS: `many` is not a number");
+    }
+}

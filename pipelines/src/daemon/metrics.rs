@@ -1,0 +1,210 @@
+//! The daemon's metrics, rendered in the Prometheus text exposition format. No label ever
+//! carries a subscriber number: labels are record types, reject reasons, rule ids, action
+//! kinds and partition numbers.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use hdrhistogram::Histogram;
+
+pub struct Metrics {
+    pub records_in: [AtomicU64; 4],
+    pub rejects: Mutex<BTreeMap<&'static str, u64>>,
+    pub actions: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Actions not produced again after a restart (their records were committed before).
+    pub actions_suppressed: AtomicU64,
+    pub dead_letters: AtomicU64,
+    /// Messages fetched again that this process had handled already (skipped).
+    pub redelivered: AtomicU64,
+    pub batches: AtomicU64,
+    pub commits: AtomicU64,
+    pub commit_errors: AtomicU64,
+    pub produce_retries: AtomicU64,
+    /// Messages produced and not yet acknowledged.
+    pub in_flight: AtomicI64,
+    /// Records waiting in the shard queues.
+    pub shard_queue: AtomicI64,
+    /// Consumer lag per partition (high watermark − position).
+    pub lag: Mutex<BTreeMap<i32, i64>>,
+    pub assigned: AtomicU64,
+    pub ready: AtomicBool,
+    pub watermark_ms: AtomicI64,
+    /// Milliseconds (rendered as seconds) from a tipping record's event time to its action's acknowledgement.
+    pub event_latency: Mutex<Histogram<u64>>,
+    /// Milliseconds (rendered as seconds) from a tipping record's arrival to its action's acknowledgement.
+    pub ingest_latency: Mutex<Histogram<u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let h = || Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds"));
+        Metrics {
+            records_in: Default::default(),
+            rejects: Default::default(),
+            actions: Default::default(),
+            actions_suppressed: Default::default(),
+            dead_letters: Default::default(),
+            redelivered: Default::default(),
+            batches: Default::default(),
+            commits: Default::default(),
+            commit_errors: Default::default(),
+            produce_retries: Default::default(),
+            in_flight: Default::default(),
+            shard_queue: Default::default(),
+            lag: Default::default(),
+            assigned: Default::default(),
+            ready: Default::default(),
+            watermark_ms: AtomicI64::new(0),
+            event_latency: h(),
+            ingest_latency: h(),
+        }
+    }
+}
+
+const TYPES: [&str; 4] = ["sms", "dlr", "call", "complaint"];
+const QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 1.0];
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Metrics {
+    pub fn record_latency(&self, event_ms: i64, ingest_ms: i64) {
+        if let Ok(mut h) = self.event_latency.lock() {
+            let _ = h.record(event_ms.max(1) as u64);
+        }
+        if let Ok(mut h) = self.ingest_latency.lock() {
+            let _ = h.record(ingest_ms.max(1) as u64);
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(4096);
+        family(&mut o, "anning_records_in_total", "counter", "Records decoded, by type.");
+        for (i, t) in TYPES.iter().enumerate() {
+            let _ = writeln!(o, "anning_records_in_total{{type=\"{t}\"}} {}", self.records_in[i].load(Relaxed));
+        }
+        family(
+            &mut o,
+            "anning_rejects_total",
+            "counter",
+            "Records rejected to the dead-letter topic, by reason.",
+        );
+        for (r, n) in self.rejects.lock().expect("metrics lock").iter() {
+            let _ = writeln!(o, "anning_rejects_total{{reason=\"{r}\"}} {n}");
+        }
+        family(
+            &mut o,
+            "anning_actions_total",
+            "counter",
+            "Actions produced and acknowledged, by rule and kind.",
+        );
+        for ((rule, kind), n) in self.actions.lock().expect("metrics lock").iter() {
+            let _ = writeln!(o, "anning_actions_total{{rule=\"{}\",action=\"{kind}\"}} {n}", escape(rule));
+        }
+        let counters: [(&str, &str, &AtomicU64); 7] = [
+            (
+                "anning_redelivered_total",
+                "Messages fetched again after an outage or rebalance, already handled, skipped.",
+                &self.redelivered,
+            ),
+            (
+                "anning_actions_suppressed_total",
+                "Actions of records committed before a restart, not produced again.",
+                &self.actions_suppressed,
+            ),
+            (
+                "anning_dead_letters_total",
+                "Messages written to the dead-letter topic.",
+                &self.dead_letters,
+            ),
+            ("anning_batches_total", "Batches processed and committed.", &self.batches),
+            ("anning_commits_total", "Offset commits that succeeded.", &self.commits),
+            (
+                "anning_commit_errors_total",
+                "Offset commits that failed and were retried.",
+                &self.commit_errors,
+            ),
+            (
+                "anning_produce_retries_total",
+                "Messages produced again after a failed delivery.",
+                &self.produce_retries,
+            ),
+        ];
+        for (name, help, v) in counters {
+            family(&mut o, name, "counter", help);
+            let _ = writeln!(o, "{name} {}", v.load(Relaxed));
+        }
+        family(
+            &mut o,
+            "anning_watermark_seconds",
+            "gauge",
+            "Event-time watermark, seconds since the epoch.",
+        );
+        let _ = writeln!(o, "anning_watermark_seconds {:.3}", self.watermark_ms.load(Relaxed) as f64 / 1000.0);
+        let gauges: [(&str, &str, i64); 4] = [
+            (
+                "anning_in_flight_messages",
+                "Messages produced and not yet acknowledged.",
+                self.in_flight.load(Relaxed),
+            ),
+            (
+                "anning_shard_queue_records",
+                "Records waiting for the shard workers.",
+                self.shard_queue.load(Relaxed),
+            ),
+            (
+                "anning_assigned_partitions",
+                "Input partitions assigned to this daemon.",
+                self.assigned.load(Relaxed) as i64,
+            ),
+            (
+                "anning_ready",
+                "1 once partitions are assigned and state is rebuilt.",
+                self.ready.load(Relaxed) as i64,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            family(&mut o, name, "gauge", help);
+            let _ = writeln!(o, "{name} {v}");
+        }
+        family(
+            &mut o,
+            "anning_consumer_lag",
+            "gauge",
+            "Messages behind the partition's high watermark.",
+        );
+        for (p, lag) in self.lag.lock().expect("metrics lock").iter() {
+            let _ = writeln!(o, "anning_consumer_lag{{partition=\"{p}\"}} {lag}");
+        }
+        for (name, help, h) in [
+            (
+                "anning_event_to_action_seconds",
+                "From the tipping record's event time to the action's acknowledgement.",
+                &self.event_latency,
+            ),
+            (
+                "anning_ingest_to_action_seconds",
+                "From the tipping record's arrival to the action's acknowledgement.",
+                &self.ingest_latency,
+            ),
+        ] {
+            family(&mut o, name, "summary", help);
+            let h = h.lock().expect("metrics lock");
+            for q in QUANTILES {
+                let v = if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+                let _ = writeln!(o, "{name}{{quantile=\"{q}\"}} {:.3}", v as f64 / 1000.0);
+            }
+            let sum: u64 = h.iter_recorded().map(|v| v.value_iterated_to() * v.count_at_value()).sum();
+            let _ = writeln!(o, "{name}_sum {:.3}\n{name}_count {}", sum as f64 / 1000.0, h.len());
+        }
+        o
+    }
+}

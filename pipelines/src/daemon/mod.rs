@@ -1,0 +1,612 @@
+//! `anning daemon`: the NOC service. Consumes records from Kafka, runs them through the same
+//! sharded engine as replay, produces actions (keyed `dim:key`) and dead letters, and commits
+//! input offsets only after the actions those records caused are acknowledged.
+//!
+//! # How a batch goes
+//! 1. Poll up to `batch_max` messages for at most `batch_ms`.
+//! 2. Decode each in arrival order; stamp it with the partitioned watermark. Bad or late
+//!    records go to the dead-letter topic with their original bytes and a reason header.
+//! 3. Broadcast the batch to the shard workers; gather the actions, ordered by the record
+//!    that caused them and then by (ts, dim, key, rule, id).
+//! 4. Produce actions and dead letters (idempotent producer); wait until every one is
+//!    acknowledged, producing again what failed.
+//! 5. Commit the offsets after the batch's last records. A crash anywhere before this
+//!    re-delivers the batch: actions repeat with the same ids, nothing is lost.
+//!
+//! # State on start
+//! With `rebuild = "earliest"` (the default) a newly assigned partition is read from its
+//! beginning so windows and ladders are rebuilt; actions caused by records below the group's
+//! committed offset were acknowledged before and are not produced again. (Snapshots that
+//! avoid the re-read are the checkpoint issue's.) `/readyz` turns ready when every assigned
+//! partition has caught up with its committed offset.
+
+pub mod admin;
+pub mod config;
+pub mod metrics;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anning_detector::watermark::Partitioned;
+use anning_detector::{Action, Engine, Enricher, Record, RecordBuilder, Registry, Verdict};
+use anning_rules::Pack;
+use anyhow::{Context as _, Result, bail};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::decode::jsonl::JsonFields;
+use crate::decode::{Bad, RejectReason, assemble};
+pub use config::{DaemonConfig, Rebuild};
+pub use metrics::Metrics;
+
+/// Per record of a batch: where it came from and when it arrived.
+struct Meta {
+    partition: i32,
+    offset: i64,
+    arrived: Instant,
+}
+
+type Batch = Arc<Vec<(Record, i64, u32)>>;
+
+/// A message to produce, kept until acknowledged.
+struct Out {
+    topic: Topic,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    headers: Vec<(&'static str, Vec<u8>)>,
+    /// For an action: (rule, kind, tipping record's event time, arrival).
+    action: Option<(String, &'static str, i64, Instant)>,
+}
+
+#[derive(Clone, Copy)]
+enum Topic {
+    Actions,
+    Dlq,
+}
+
+/// Receives delivery reports on the producer's thread and hands them to the main loop.
+struct Delivery {
+    tx: Sender<(usize, Result<(), String>)>,
+}
+
+impl ClientContext for Delivery {}
+
+impl ProducerContext for Delivery {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {
+        let r = match result {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(e.to_string()),
+        };
+        let _ = self.tx.send((index, r));
+    }
+}
+
+/// Tracks assignment; with `Rebuild::Earliest` rewinds newly assigned partitions to their
+/// beginning and remembers their committed offsets.
+struct Rebalancer {
+    rebuild: Rebuild,
+    metrics: Arc<Metrics>,
+    /// Committed offset per assigned partition at assignment (0 when none).
+    committed: Mutex<HashMap<i32, i64>>,
+    assigned: Mutex<BTreeSet<i32>>,
+    revoked: Mutex<Vec<i32>>,
+}
+
+impl ClientContext for Rebalancer {
+    /// librdkafka's statistics (every second): consumer lag per partition of the input topic.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut lag = BTreeMap::new();
+        for topic in statistics.topics.values() {
+            for (p, part) in &topic.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    lag.insert(*p, part.consumer_lag);
+                }
+            }
+        }
+        *self.metrics.lag.lock().expect("lock") = lag;
+    }
+}
+
+impl ConsumerContext for Rebalancer {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), rdkafka::consumer::RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let committed = consumer.committed_offsets(tpl.clone(), Duration::from_secs(30));
+                {
+                    let mut c = self.committed.lock().expect("lock");
+                    let mut a = self.assigned.lock().expect("lock");
+                    for e in tpl.elements() {
+                        a.insert(e.partition());
+                        let at = committed
+                            .as_ref()
+                            .ok()
+                            .and_then(|l| l.find_partition(e.topic(), e.partition()))
+                            .and_then(|x| match x.offset() {
+                                Offset::Offset(n) => Some(n),
+                                _ => None,
+                            })
+                            .unwrap_or(0);
+                        c.insert(e.partition(), at);
+                    }
+                    self.metrics.assigned.store(a.len() as u64, Relaxed);
+                }
+                if let Err(e) = &committed {
+                    tracing::warn!("cannot read committed offsets ({e}); rebuilding from the beginning and producing every action");
+                }
+                if self.rebuild == Rebuild::Earliest {
+                    let _ = tpl.set_all_offsets(Offset::Beginning);
+                }
+                let r = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = r {
+                    tracing::error!("assign failed: {e}");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                {
+                    let mut a = self.assigned.lock().expect("lock");
+                    for e in tpl.elements() {
+                        a.remove(&e.partition());
+                        self.revoked.lock().expect("lock").push(e.partition());
+                    }
+                    self.metrics.assigned.store(a.len() as u64, Relaxed);
+                }
+                let r = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = r {
+                    tracing::error!("unassign failed: {e}");
+                }
+            }
+            other => {
+                tracing::error!("rebalance error: {:?}", other);
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+fn client_config(cfg: &DaemonConfig, extra: &BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers);
+    for (k, v) in cfg.kafka.iter().chain(extra) {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Creates the topics the daemon uses when absent.
+pub fn ensure_topics(cfg: &DaemonConfig) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg, &BTreeMap::new())
+        .create()
+        .context("cannot create a Kafka admin client")?;
+    let topics = [
+        NewTopic::new(&cfg.input_topic, cfg.partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(&cfg.actions_topic, cfg.partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(&cfg.dlq_topic, 1, TopicReplication::Fixed(1)),
+    ];
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = futures_executor::block_on(admin.create_topics(&topics, &opts)).context("cannot create topics")?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => bail!("cannot create topic {t}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Decodes one message value (a JSON object, the record contract).
+fn decode(payload: Option<&[u8]>, b: &mut RecordBuilder, en: Enricher<'_>) -> Result<Record, Bad> {
+    let bytes = payload.unwrap_or_default();
+    let text = std::str::from_utf8(bytes).map_err(|e| Bad {
+        reason: RejectReason::Malformed,
+        field: None,
+        col: Some(e.valid_up_to() as u64 + 1),
+        detail: "message is not valid UTF-8".into(),
+    })?;
+    let text = text.trim_end_matches(['\n', '\r']);
+    JsonFields::parse(text).and_then(|mut f| assemble(&mut f, b, en))
+}
+
+fn dead_letter(m: &BorrowedMessage<'_>, reason: &str, detail: &str, col: Option<u64>) -> Out {
+    let mut headers = vec![
+        ("anning.reason", reason.as_bytes().to_vec()),
+        ("anning.detail", detail.as_bytes().to_vec()),
+        (
+            "anning.source",
+            format!("{}/{}@{}", m.topic(), m.partition(), m.offset()).into_bytes(),
+        ),
+    ];
+    if let Some(c) = col {
+        headers.push(("anning.col", c.to_string().into_bytes()));
+    }
+    Out {
+        topic: Topic::Dlq,
+        key: m.key().unwrap_or_default().to_vec(),
+        payload: m.payload().unwrap_or_default().to_vec(),
+        headers,
+        action: None,
+    }
+}
+
+fn action_out(a: &Action, arrived: Instant, event_ts: i64) -> Out {
+    Out {
+        topic: Topic::Actions,
+        key: format!("{}:{}", a.dim, a.key).into_bytes(),
+        payload: serde_json::to_vec(a).expect("actions serialize"),
+        headers: Vec::new(),
+        action: Some((a.rule.clone(), a.action.name(), event_ts, arrived)),
+    }
+}
+
+/// Runs until `stop` is set (SIGINT/SIGTERM), then finishes the batch in hand, flushes,
+/// commits and returns.
+pub fn run(cfg: &DaemonConfig, pack: Arc<Pack>, registry: &Registry, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) -> Result<()> {
+    if cfg.create_topics {
+        ensure_topics(cfg)?;
+    }
+    let (dtx, drx) = unbounded();
+    let mut pconf = client_config(cfg, &cfg.producer);
+    for (k, v) in [
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("linger.ms", "5"),
+        ("queue.buffering.max.messages", "1000000"),
+    ] {
+        if !cfg.producer.contains_key(k) && !cfg.kafka.contains_key(k) {
+            pconf.set(k, v);
+        }
+    }
+    let producer: ThreadedProducer<Delivery> = pconf
+        .create_with_context(Delivery { tx: dtx })
+        .context("cannot create the Kafka producer")?;
+
+    let ctx = Rebalancer {
+        rebuild: cfg.rebuild,
+        metrics: Arc::clone(&metrics),
+        committed: Mutex::new(HashMap::new()),
+        assigned: Mutex::new(BTreeSet::new()),
+        revoked: Mutex::new(Vec::new()),
+    };
+    let mut cconf = client_config(cfg, &cfg.consumer);
+    cconf.set("group.id", &cfg.group);
+    for (k, v) in [
+        ("enable.auto.commit", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("partition.assignment.strategy", "cooperative-sticky"),
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "1500"),
+        ("statistics.interval.ms", "1000"),
+    ] {
+        if !cfg.consumer.contains_key(k) && !cfg.kafka.contains_key(k) {
+            cconf.set(k, v);
+        }
+    }
+    let consumer: BaseConsumer<Rebalancer> = cconf.create_with_context(ctx).context("cannot create the Kafka consumer")?;
+    consumer.subscribe(&[&cfg.input_topic]).context("cannot subscribe")?;
+
+    // Shard workers: the same engine and sharding as replay.
+    let threads = cfg.threads.max(1);
+    let (rtx, rrx) = bounded::<Vec<(u32, Action)>>(threads);
+    let mut txs = Vec::new();
+    let mut workers = Vec::new();
+    for shard in 0..threads {
+        let (tx, rx) = bounded::<Batch>(2);
+        txs.push(tx);
+        let (pack, rtx) = (Arc::clone(&pack), rtx.clone());
+        workers.push(thread::Builder::new().name(format!("shard-{shard}")).spawn(move || {
+            let mut engine = Engine::new(pack, shard, threads);
+            let mut buf = Vec::new();
+            for batch in rx {
+                let mut out = Vec::new();
+                for (rec, wm, idx) in batch.iter() {
+                    engine.process(rec, *wm, &mut buf);
+                    out.extend(buf.drain(..).map(|a| (*idx, a)));
+                }
+                if rtx.send(out).is_err() {
+                    return;
+                }
+            }
+        })?);
+    }
+    drop(rtx);
+
+    let en = Enricher {
+        plan: &pack.number_plan,
+        registry,
+    };
+    let mut wm = Partitioned::new(pack.lateness_ms, pack.late_policy);
+    let mut builder = RecordBuilder::default();
+    let mut caught_up: BTreeSet<i32> = BTreeSet::new();
+    let mut known: BTreeSet<i32> = BTreeSet::new();
+    // Next offset to handle per partition, over this process's life.
+    let mut done: HashMap<i32, i64> = HashMap::new();
+    tracing::info!(brokers = %cfg.brokers, group = %cfg.group, topic = %cfg.input_topic, "daemon started");
+
+    while !stop.load(Ordering::Relaxed) {
+        // 1. Gather a batch.
+        let mut records: Vec<(Record, i64, u32)> = Vec::new();
+        let mut metas: Vec<Meta> = Vec::new();
+        let mut outs: Vec<Out> = Vec::new();
+        let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
+        let started = Instant::now();
+        while records.len() + outs.len() < cfg.batch_max && started.elapsed() < Duration::from_millis(cfg.batch_ms) {
+            let Some(msg) = consumer.poll(Duration::from_millis(cfg.batch_ms.min(100))) else {
+                if records.is_empty() && outs.is_empty() {
+                    break;
+                }
+                continue;
+            };
+            let m = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!("consumer: {e}");
+                    break;
+                }
+            };
+            // A message this process already handled (re-fetched after a broker outage or a
+            // rebalance back to us) is skipped: its effects are in the state and its actions
+            // were acknowledged.
+            if done.get(&m.partition()).is_some_and(|&next| m.offset() < next) {
+                metrics.redelivered.fetch_add(1, Relaxed);
+                continue;
+            }
+            done.insert(m.partition(), m.offset() + 1);
+            next_offsets.insert(m.partition(), m.offset() + 1);
+            if !known.contains(&m.partition()) {
+                // Newly assigned partitions hold the watermark back from now on.
+                for p in consumer.context().assigned.lock().expect("lock").iter() {
+                    wm.register(*p);
+                    known.insert(*p);
+                }
+                known.insert(m.partition());
+            }
+            let arrived = Instant::now();
+            match decode(m.payload(), &mut builder, en) {
+                Ok(mut rec) => {
+                    metrics.records_in[rec.kind as usize].fetch_add(1, Relaxed);
+                    match wm.observe(m.partition(), rec.ts) {
+                        Verdict::Process { ts, wm } => {
+                            rec.ts = ts;
+                            records.push((rec, wm, metas.len() as u32));
+                            metas.push(Meta {
+                                partition: m.partition(),
+                                offset: m.offset(),
+                                arrived,
+                            });
+                        }
+                        Verdict::Late { behind } => {
+                            *metrics.rejects.lock().expect("lock").entry(RejectReason::Late.name()).or_default() += 1;
+                            let detail = format!("{} record {behind} ms older than the watermark", rec.kind.name());
+                            outs.push(dead_letter(&m, RejectReason::Late.name(), &detail, None));
+                        }
+                    }
+                }
+                Err(bad) => {
+                    *metrics.rejects.lock().expect("lock").entry(bad.reason.name()).or_default() += 1;
+                    outs.push(dead_letter(&m, bad.reason.name(), &bad.detail, bad.col));
+                }
+            }
+        }
+        for p in ctx_revoked(&consumer) {
+            wm.remove(p);
+            caught_up.remove(&p);
+            known.remove(&p);
+        }
+        metrics.watermark_ms.store(wm.current().max(0), Relaxed);
+
+        // 2. Run the batch through the shards.
+        let mut actions: Vec<(u32, Action)> = Vec::new();
+        if !records.is_empty() {
+            metrics.shard_queue.store(records.len() as i64, Relaxed);
+            let batch: Batch = Arc::new(records);
+            for tx in &txs {
+                tx.send(Arc::clone(&batch)).context("a shard worker stopped")?;
+            }
+            for _ in 0..threads {
+                actions.extend(rrx.recv().context("a shard worker stopped")?);
+            }
+            metrics.shard_queue.store(0, Relaxed);
+            actions.sort_by(|a, b| (a.0, a.1.sort_key()).cmp(&(b.0, b.1.sort_key())));
+            let committed = consumer.context().committed.lock().expect("lock").clone();
+            for (idx, a) in &actions {
+                let meta = &metas[*idx as usize];
+                if meta.offset < committed.get(&meta.partition).copied().unwrap_or(0) {
+                    metrics.actions_suppressed.fetch_add(1, Relaxed);
+                    continue;
+                }
+                let event_ts = batch[*idx as usize].0.ts;
+                outs.push(action_out(a, meta.arrived, event_ts));
+            }
+        }
+
+        let t_processed = Instant::now();
+        // 3. Produce and wait for every acknowledgement.
+        deliver(&producer, cfg, &outs, &drx, &metrics, &stop)?;
+        let t_delivered = Instant::now();
+
+        // 4. Commit.
+        if !next_offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (p, o) in &next_offsets {
+                tpl.add_partition_offset(&cfg.input_topic, *p, Offset::Offset(*o))?;
+            }
+            commit(&consumer, &tpl, &metrics, &stop);
+            metrics.batches.fetch_add(1, Relaxed);
+            tracing::debug!(
+                records = metas.len(),
+                gather_ms = (started.elapsed() - t_processed.elapsed()).as_millis() as u64,
+                deliver_ms = (t_delivered - t_processed).as_millis() as u64,
+                commit_ms = t_delivered.elapsed().as_millis() as u64,
+                "batch"
+            );
+        }
+
+        // Readiness and lag.
+        let committed = consumer.context().committed.lock().expect("lock").clone();
+        for (p, o) in &next_offsets {
+            if *o >= committed.get(p).copied().unwrap_or(0) {
+                caught_up.insert(*p);
+            }
+        }
+        let assigned = consumer.context().assigned.lock().expect("lock").clone();
+        let ready = !assigned.is_empty()
+            && assigned
+                .iter()
+                .all(|p| caught_up.contains(p) || committed.get(p).copied().unwrap_or(0) == 0);
+        metrics.ready.store(ready, Relaxed);
+        // Every assigned partition holds the watermark back until it delivers, unless it has
+        // nothing to deliver (no lag).
+        let lag = metrics.lag.lock().expect("lock").clone();
+        for p in &assigned {
+            wm.set_idle(*p, lag.get(p).is_some_and(|l| *l == 0) && !next_offsets.contains_key(p));
+        }
+    }
+
+    tracing::info!("stopping: flushing and committing");
+    drop(txs);
+    for w in workers {
+        let _ = w.join();
+    }
+    producer.flush(Duration::from_secs(30)).context("flush at shutdown")?;
+    Ok(())
+}
+
+fn ctx_revoked(consumer: &BaseConsumer<Rebalancer>) -> Vec<i32> {
+    std::mem::take(&mut *consumer.context().revoked.lock().expect("lock"))
+}
+
+/// Produces every message and waits until each is acknowledged; failures are produced again
+/// (after a pause) until they succeed. Returns early only when stopping and the broker keeps
+/// refusing for a minute.
+fn deliver(
+    producer: &ThreadedProducer<Delivery>,
+    cfg: &DaemonConfig,
+    outs: &[Out],
+    acks: &Receiver<(usize, Result<(), String>)>,
+    metrics: &Metrics,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let send = |i: usize| loop {
+        let o = &outs[i];
+        let topic = match o.topic {
+            Topic::Actions => &cfg.actions_topic,
+            Topic::Dlq => &cfg.dlq_topic,
+        };
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &o.headers {
+            headers = headers.insert(Header { key: k, value: Some(v) });
+        }
+        let mut rec = BaseRecord::with_opaque_to(topic, i).key(&o.key[..]).payload(&o.payload[..]);
+        if o.headers.iter().len() > 0 {
+            rec = rec.headers(headers);
+        }
+        match producer.send(rec) {
+            Ok(()) => {
+                metrics.in_flight.fetch_add(1, Relaxed);
+                return;
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => thread::sleep(Duration::from_millis(5)),
+            Err((e, _)) => {
+                tracing::warn!("produce failed ({e}); retrying");
+                thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    for i in 0..outs.len() {
+        send(i);
+    }
+    let mut pending = outs.len();
+    let mut failing_since: Option<Instant> = None;
+    while pending > 0 {
+        let Ok((i, r)) = acks.recv_timeout(Duration::from_secs(1)) else {
+            if stop.load(Ordering::Relaxed) && failing_since.is_some_and(|t| t.elapsed() > Duration::from_secs(60)) {
+                bail!("{pending} messages still unacknowledged at shutdown; their offsets are not committed");
+            }
+            continue;
+        };
+        metrics.in_flight.fetch_sub(1, Relaxed);
+        match r {
+            Ok(()) => {
+                pending -= 1;
+                failing_since = None;
+                let o = &outs[i];
+                match &o.action {
+                    Some((rule, kind, event_ts, arrived)) => {
+                        *metrics.actions.lock().expect("lock").entry((rule.clone(), kind)).or_default() += 1;
+                        let now_ms = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as i64);
+                        metrics.record_latency(now_ms - event_ts, arrived.elapsed().as_millis() as i64);
+                    }
+                    None => {
+                        metrics.dead_letters.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("delivery failed ({e}); producing again");
+                failing_since.get_or_insert_with(Instant::now);
+                metrics.produce_retries.fetch_add(1, Relaxed);
+                thread::sleep(Duration::from_millis(200));
+                send(i);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Commits synchronously, retrying while the broker is away (not once stopping has waited a
+/// minute: the batch will then be re-delivered, which repeats identical actions only).
+fn commit(consumer: &BaseConsumer<Rebalancer>, tpl: &TopicPartitionList, metrics: &Metrics, stop: &AtomicBool) {
+    let first = Instant::now();
+    loop {
+        match consumer.commit(tpl, CommitMode::Sync) {
+            Ok(()) => {
+                metrics.commits.fetch_add(1, Relaxed);
+                return;
+            }
+            Err(e) => {
+                metrics.commit_errors.fetch_add(1, Relaxed);
+                tracing::warn!("commit failed ({e}); retrying");
+                if stop.load(Ordering::Relaxed) && first.elapsed() > Duration::from_secs(60) {
+                    return;
+                }
+                // No poll here: a message polled now would be skipped by the next commit.
+                thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// Reads every header of a message as text (for tests and tools).
+pub fn headers_of(m: &impl Message) -> Vec<(String, String)> {
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| (x.key.to_string(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,498 @@
+//! `anning daemon` end to end through a real Kafka-protocol broker (tansu, started by
+//! `ops/broker.sh` on 127.0.0.1:19092, or 19093 for the test that pauses it): the same
+//! actions as replay, dead letters with reasons, a SIGTERM and restart that loses nothing,
+//! a paused broker recovered from, and the metrics exposition.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Starts (idempotently) a broker on `port` with `ops/broker.sh`; its address.
+fn broker(port: u16) -> String {
+    static STARTED: OnceLock<std::sync::Mutex<Vec<u16>>> = OnceLock::new();
+    let started = STARTED.get_or_init(Default::default);
+    let mut started = started.lock().unwrap();
+    if !started.contains(&port) {
+        let o = Command::new(root().join("ops/broker.sh"))
+            .arg("start")
+            .env("ANNING_BROKER_PORT", port.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "ops/broker.sh start failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        started.push(port);
+    }
+    format!("127.0.0.1:{port}")
+}
+
+fn broker_pid(port: u16) -> i32 {
+    let pidfile = root().join(format!("ops/.run/broker-{port}.pid"));
+    std::fs::read_to_string(pidfile).unwrap().trim().parse().unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("anning-daemon-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn anning() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_anning"))
+}
+
+fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+/// A generated day, its registry and the actions replay gives for it.
+struct Scenario {
+    input: PathBuf,
+    registry: PathBuf,
+    expected: Vec<serde_json::Value>,
+}
+
+fn scenario(name: &str, records: u64, extra_lines: &[&str]) -> Scenario {
+    let (gen_out, input, registry) = (
+        tmp(&format!("{name}.gen.jsonl")),
+        tmp(&format!("{name}.jsonl")),
+        tmp(&format!("{name}.csv")),
+    );
+    run_ok(
+        anning()
+            .args(["gen", "double11", "--records", &records.to_string(), "--seed", "7", "-q"])
+            .arg("--out")
+            .arg(&gen_out)
+            .arg("--registry")
+            .arg(&registry),
+    );
+    // Bad lines go in the middle of the stream: processing must go on after them.
+    let text = std::fs::read_to_string(&gen_out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut f = std::fs::File::create(&input).unwrap();
+    for (i, l) in lines.iter().enumerate() {
+        if i == lines.len() / 2 {
+            for x in extra_lines {
+                writeln!(f, "{x}").unwrap();
+            }
+        }
+        writeln!(f, "{l}").unwrap();
+    }
+    drop(f);
+    let out = tmp(&format!("{name}.replay.jsonl"));
+    run_ok(
+        anning()
+            .arg("replay")
+            .arg(&input)
+            .arg("--registry")
+            .arg(&registry)
+            .arg("--out")
+            .arg(&out)
+            .arg("-q"),
+    );
+    let expected: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(expected.len() >= 10, "the scenario gives actions to compare");
+    Scenario { input, registry, expected }
+}
+
+struct Daemon {
+    child: Child,
+    admin: String,
+}
+
+/// Topic and group names unique to this test run (the broker outlives runs).
+fn unique(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+impl Daemon {
+    /// Starts a daemon on topics `NAME.in`, `NAME.actions`, `NAME.dlq` and group `NAME`
+    /// (NAME from [`unique`]); waits until it is ready.
+    fn start(brokers: &str, name: &str, admin_port: u16, registry: &Path) -> Daemon {
+        let admin = format!("127.0.0.1:{admin_port}");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(tmp(&format!("{name}.daemon.log")))
+            .unwrap();
+        let child = anning()
+            .args(["daemon", "--brokers", brokers, "--group", name, "--admin", &admin, "--threads", "2"])
+            .args([
+                "--input-topic",
+                &format!("{name}.in"),
+                "--actions-topic",
+                &format!("{name}.actions"),
+                "--dlq-topic",
+                &format!("{name}.dlq"),
+            ])
+            .arg("--registry")
+            .arg(registry)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, admin };
+        d.wait_for(Duration::from_secs(60), "ready", |d| d.get("/readyz").0 == 200);
+        d
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let Ok(mut s) = TcpStream::connect(&self.admin) else {
+            return (0, String::new());
+        };
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+        (code, body)
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn wait_for(&self, limit: Duration, what: &str, ok: impl Fn(&Daemon) -> bool) {
+        let t = Instant::now();
+        while !ok(self) {
+            if t.elapsed() > limit {
+                let (_, metrics) = self.get("/metrics");
+                let metrics: Vec<&str> = metrics.lines().filter(|l| !l.starts_with('#')).collect();
+                panic!("daemon not {what} within {limit:?}; metrics:\n{}", metrics.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(
+            Command::new("kill")
+                .args([sig, &self.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// SIGTERM, then the exit code.
+    fn stop(mut self) -> i32 {
+        self.signal("-TERM");
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "daemon did not stop within 60 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every message of a topic from the beginning, until `want` arrived or `idle` passed with
+/// nothing new.
+/// A message as read back: key, payload, headers.
+type Msg = (Option<Vec<u8>>, Vec<u8>, Vec<(String, String)>);
+
+fn read_topic(brokers: &str, topic: &str, want: usize, limit: Duration) -> Vec<Msg> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let partitions = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map(|m| m.topics().first().map_or(1, |t| t.partitions().len().max(1)))
+        .unwrap_or(1);
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let t = Instant::now();
+    while out.len() < want && t.elapsed() < limit {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            out.push((
+                m.key().map(<[u8]>::to_vec),
+                m.payload().unwrap_or_default().to_vec(),
+                anning_pipelines::daemon::headers_of(&m),
+            ));
+        }
+    }
+    out
+}
+
+/// Actions from a topic until every expected id has arrived (or `limit`), then two seconds
+/// more to catch any that should not be there.
+fn read_actions(brokers: &str, topic: &str, expected: &[serde_json::Value], limit: Duration) -> Vec<serde_json::Value> {
+    let want: std::collections::BTreeSet<String> = ids(expected).into_iter().collect();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let (mut out, mut seen) = (Vec::new(), std::collections::BTreeSet::new());
+    let t = Instant::now();
+    let mut complete: Option<Instant> = None;
+    while t.elapsed() < limit && complete.is_none_or(|c| c.elapsed() < Duration::from_secs(2)) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let a: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+            seen.insert(a["id"].as_str().unwrap().to_string());
+            out.push(a);
+        }
+        if complete.is_none() && want.is_subset(&seen) {
+            complete = Some(Instant::now());
+        }
+    }
+    out
+}
+
+fn produce(brokers: &str, topic: &str, input: &Path) {
+    run_ok(anning().args(["produce", "--brokers", brokers, "--topic", topic]).arg(input));
+}
+
+fn ids(actions: &[serde_json::Value]) -> Vec<String> {
+    let mut v: Vec<String> = actions.iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
+    v.sort();
+    v
+}
+
+const BAD: [&str; 3] = [
+    "this is not json",
+    r#"{"ts":1794300000000,"type":"sms","dst":"13800138000"}"#,
+    r#"{"ts":"yesterday","type":"sms","src":"13800138000","dst":"13900139000"}"#,
+];
+
+#[test]
+fn daemon_actions_equal_replay_and_bad_messages_go_to_the_dead_letter_topic() {
+    let brokers = broker(19092);
+    let s = scenario("equal", 250_000, &BAD);
+    let d = Daemon::start(&brokers, &unique("equal"), 19901, &s.registry);
+    produce(&brokers, &format!("{}.in", unique("equal")), &s.input);
+    let got = read_topic(
+        &brokers,
+        &format!("{}.actions", unique("equal")),
+        s.expected.len(),
+        Duration::from_secs(120),
+    );
+    let actions: Vec<serde_json::Value> = got.iter().map(|(_, p, _)| serde_json::from_slice(p).unwrap()).collect();
+    assert_eq!(ids(&actions), ids(&s.expected), "same action ids as replay");
+    // Same content too, and each keyed dim:key.
+    let by_id: HashMap<String, &serde_json::Value> = s.expected.iter().map(|a| (a["id"].as_str().unwrap().to_string(), a)).collect();
+    for ((key, _, _), a) in got.iter().zip(&actions) {
+        assert_eq!(*by_id[a["id"].as_str().unwrap()], *a);
+        assert_eq!(
+            key.as_deref(),
+            Some(format!("{}:{}", a["dim"].as_str().unwrap(), a["key"].as_str().unwrap()).as_bytes())
+        );
+    }
+
+    let dlq = read_topic(&brokers, &format!("{}.dlq", unique("equal")), 3, Duration::from_secs(30));
+    assert_eq!(dlq.len(), 3);
+    let reasons: BTreeMap<String, String> = dlq
+        .iter()
+        .map(|(_, payload, headers)| {
+            let h: HashMap<&str, &str> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            (
+                String::from_utf8(payload.clone()).unwrap(),
+                format!("{}: {}", h["anning.reason"], h["anning.detail"]),
+            )
+        })
+        .collect();
+    for bad in BAD {
+        assert!(reasons.contains_key(bad), "original bytes kept: {bad}\n{reasons:#?}");
+    }
+    assert!(reasons[BAD[0]].starts_with("malformed"), "{reasons:#?}");
+    assert!(
+        reasons[BAD[1]].starts_with("missing_field") && reasons[BAD[1]].contains("src"),
+        "{reasons:#?}"
+    );
+    assert!(
+        reasons[BAD[2]].starts_with("bad_value") && reasons[BAD[2]].contains("ts"),
+        "{reasons:#?}"
+    );
+
+    d.wait_for(Duration::from_secs(30), "caught up", |d| {
+        d.metric("anning_consumer_lag") == 0.0 && d.metric("anning_dead_letters_total") == 3.0
+    });
+    assert_eq!(d.metric("anning_rejects_total"), 3.0);
+    assert_eq!(d.metric("anning_actions_total"), s.expected.len() as f64);
+    assert_eq!(d.stop(), 0, "SIGTERM: clean exit");
+}
+
+#[test]
+fn sigterm_mid_stream_and_restart_lose_nothing_and_repeat_only_identical_ids() {
+    let brokers = broker(19092);
+    let s = scenario("restart", 250_000, &[]);
+    // The daemon creates its topics (one partition: the same order as the file, so the same
+    // actions as replay).
+    let d = Daemon::start(&brokers, &unique("restart"), 19902, &s.registry);
+    produce(&brokers, &format!("{}.in", unique("restart")), &s.input);
+    d.wait_for(Duration::from_secs(60), "started on the stream", |d| {
+        d.metric("anning_batches_total") >= 2.0
+    });
+    let seen = d.metric("anning_records_in_total");
+    assert_eq!(d.stop(), 0, "SIGTERM mid-stream: drains, commits, exits 0");
+    assert!(seen < 250_000.0, "stopped mid-stream ({seen} records read)");
+    let d = Daemon::start(&brokers, &unique("restart"), 19902, &s.registry);
+    d.wait_for(Duration::from_secs(120), "caught up", |d| {
+        d.metric("anning_consumer_lag") == 0.0 && d.metric("anning_batches_total") >= 1.0
+    });
+    let actions = read_actions(
+        &brokers,
+        &format!("{}.actions", unique("restart")),
+        &s.expected,
+        Duration::from_secs(60),
+    );
+    let mut distinct = ids(&actions);
+    let total = distinct.len();
+    distinct.dedup();
+    assert_eq!(distinct, ids(&s.expected), "every expected action, no other");
+    // A repeated id is the same action.
+    let mut seen: HashMap<String, &serde_json::Value> = HashMap::new();
+    for a in &actions {
+        if let Some(prev) = seen.insert(a["id"].as_str().unwrap().to_string(), a) {
+            assert_eq!(prev, a);
+        }
+    }
+    eprintln!("restart: {} actions, {} repeated", total, total - distinct.len());
+    assert!(
+        d.metric("anning_actions_suppressed_total") > 0.0
+            || total > distinct.len()
+            || d.metric("anning_actions_total") < s.expected.len() as f64,
+        "the restarted daemon rebuilt state over records it had committed"
+    );
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn a_broker_paused_for_30_s_is_recovered_from_without_a_restart() {
+    let brokers = broker(19093);
+    let s = scenario("pause", 250_000, &[]);
+    let half = tmp("pause.half.jsonl");
+    let rest = tmp("pause.rest.jsonl");
+    let text = std::fs::read_to_string(&s.input).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&half, lines[..lines.len() / 2].join("\n") + "\n").unwrap();
+    std::fs::write(&rest, lines[lines.len() / 2..].join("\n") + "\n").unwrap();
+    let d = Daemon::start(&brokers, &unique("pause"), 19903, &s.registry);
+    produce(&brokers, &format!("{}.in", unique("pause")), &half);
+    let pid = broker_pid(19093).to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    std::thread::sleep(Duration::from_secs(30));
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    produce(&brokers, &format!("{}.in", unique("pause")), &rest);
+    let actions = read_actions(
+        &brokers,
+        &format!("{}.actions", unique("pause")),
+        &s.expected,
+        Duration::from_secs(120),
+    );
+    let mut distinct = ids(&actions);
+    distinct.dedup();
+    assert_eq!(distinct, ids(&s.expected), "nothing lost across the pause");
+    assert!(d.child.id() > 0);
+    assert_eq!(d.stop(), 0, "the same process ran throughout");
+}
+
+#[test]
+fn metrics_are_valid_prometheus_exposition_without_subscriber_numbers() {
+    let brokers = broker(19092);
+    let s = scenario("metrics", 250_000, &BAD);
+    let d = Daemon::start(&brokers, &unique("metrics"), 19904, &s.registry);
+    produce(&brokers, &format!("{}.in", unique("metrics")), &s.input);
+    d.wait_for(Duration::from_secs(120), "done", |d| {
+        d.metric("anning_actions_total") >= s.expected.len() as f64
+    });
+    let (code, body) = d.get("/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(d.get("/healthz").0, 200);
+    assert_eq!(d.get("/nope").0, 404);
+    for needle in [
+        "anning_records_in_total{type=\"sms\"}",
+        "anning_rejects_total{reason=\"malformed\"} 1",
+        "anning_actions_total{rule=\"near-limit-hourly\"",
+        "anning_consumer_lag{partition=\"0\"}",
+        "anning_ingest_to_action_seconds{quantile=\"0.99\"}",
+    ] {
+        assert!(body.contains(needle), "{needle} missing:\n{body}");
+    }
+    // No label value looks like a subscriber number.
+    let labels: String = body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| Some(&l[l.find('{')?..=l.find('}')?]))
+        .collect();
+    let digits = regex_like_subscriber(&labels);
+    assert!(digits.is_empty(), "subscriber-like numbers in metric labels: {digits:?}");
+    let path = tmp("metrics.prom");
+    std::fs::write(&path, &body).unwrap();
+    let promtool = Command::new("promtool")
+        .arg("check")
+        .arg("metrics")
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output();
+    let o = promtool.expect("promtool is installed by ops/test.sh (Debian package prometheus)");
+    assert!(
+        o.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(d.stop(), 0);
+}
+
+/// 11-digit numbers starting with 1 (MSISDN-like) anywhere in the text.
+fn regex_like_subscriber(text: &str) -> Vec<String> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            let j = (i..b.len()).find(|&j| !b[j].is_ascii_digit()).unwrap_or(b.len());
+            if j - i == 11 && b[i] == b'1' && (i == 0 || b[i - 1] != b'.') {
+                out.push(text[i..j].to_string());
+            }
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}

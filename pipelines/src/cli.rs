@@ -40,6 +40,26 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Write records from files (JSON Lines) to a Kafka topic, optionally at a set rate.
     Produce(ProduceArgs),
+    /// Print a topic's messages as they arrive (actions, dead letters), one a line.
+    Tail(TailArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TailArgs {
+    /// Default: actions.
+    #[arg(long, value_name = "T", default_value = "actions")]
+    pub topic: String,
+    #[arg(long, value_name = "HOSTS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Start at the topic's beginning instead of its end.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Stop after N messages.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Print each message's headers (a dead letter's reason) before it.
+    #[arg(long)]
+    pub headers: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -94,6 +114,9 @@ pub struct ProduceArgs {
     /// A librdkafka property, e.g. -X linger.ms=20.
     #[arg(short = 'X', value_name = "PROP=VALUE")]
     pub kafka: Vec<String>,
+    /// Create the topic with N partitions first if it does not exist.
+    #[arg(long, value_name = "N")]
+    pub partitions: Option<i32>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -242,6 +265,7 @@ pub fn main() -> ExitCode {
         Command::Score(args) => score(args),
         Command::Daemon(args) => daemon(args),
         Command::Produce(args) => produce(args),
+        Command::Tail(args) => tail(args),
     };
     match result {
         Ok(code) => code,
@@ -673,6 +697,9 @@ fn produce(args: ProduceArgs) -> Result<ExitCode> {
         let (k, v) = split_prop(p)?;
         conf.set(k, v);
     }
+    if let Some(n) = args.partitions {
+        crate::daemon::create_topic(&conf, &args.topic, n)?;
+    }
     let producer: ThreadedProducer<DefaultProducerContext> = conf.create().context("cannot create the Kafka producer")?;
     let inputs = if args.inputs.is_empty() {
         vec!["-".to_string()]
@@ -734,5 +761,50 @@ fn produce(args: ProduceArgs) -> Result<ExitCode> {
         args.topic,
         n as f64 / secs
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tail(args: TailArgs) -> Result<ExitCode> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &args.brokers)
+        .set("group.id", "anning-tail")
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("cannot create the Kafka consumer")?;
+    let meta = consumer
+        .fetch_metadata(Some(&args.topic), std::time::Duration::from_secs(10))
+        .with_context(|| format!("cannot read metadata of {}", args.topic))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let start = if args.from_beginning {
+        rdkafka::Offset::Beginning
+    } else {
+        rdkafka::Offset::End
+    };
+    for t in meta.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(&args.topic, p.id(), start)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut out = std::io::stdout().lock();
+    let mut n = 0u64;
+    while args.count.is_none_or(|c| n < c) {
+        match consumer.poll(std::time::Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                if args.headers {
+                    let h: Vec<String> = crate::daemon::headers_of(&m).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    writeln!(out, "# {}", h.join(" "))?;
+                }
+                out.write_all(m.payload().unwrap_or_default())?;
+                out.write_all(b"\n")?;
+                out.flush()?;
+                n += 1;
+            }
+            Some(Err(e)) => eprintln!("anning tail: {e}"),
+            None => {}
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

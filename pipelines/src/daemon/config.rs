@@ -172,4 +172,15 @@ mod tests {
         let e = c.apply_env([("ANNING_THREADS".to_string(), "many".to_string())]).unwrap_err();
         assert_eq!(e, "ANNING_THREADS: `many` is not a number");
     }
+
+    #[test]
+    fn the_example_config_parses_to_the_defaults() {
+        let c = DaemonConfig::parse(include_str!("../../../ops/anning.toml")).unwrap();
+        let d = DaemonConfig::default();
+        assert_eq!(
+            (c.brokers, c.group, c.input_topic, c.admin),
+            (d.brokers, d.group, d.input_topic, d.admin)
+        );
+        assert_eq!((c.batch_max, c.rebuild, c.partitions), (d.batch_max, d.rebuild, d.partitions));
+    }
 }

@@ -192,7 +192,7 @@ impl Metrics {
             ),
             (
                 "anning_ingest_to_action_seconds",
-                "From the tipping record's arrival to the action's acknowledgement.",
+                "From the tipping record's Kafka timestamp (produce time) to the action's acknowledgement.",
                 &self.ingest_latency,
             ),
         ] {

@@ -51,11 +51,18 @@ use crate::decode::{Bad, RejectReason, assemble};
 pub use config::{DaemonConfig, Rebuild};
 pub use metrics::Metrics;
 
-/// Per record of a batch: where it came from and when it arrived.
+/// Per record of a batch: where it came from and when it entered Kafka.
 struct Meta {
     partition: i32,
     offset: i64,
-    arrived: Instant,
+    /// The message's timestamp (producer create time, ms), else its arrival here.
+    ingested_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 type Batch = Arc<Vec<(Record, i64, u32)>>;
@@ -66,8 +73,8 @@ struct Out {
     key: Vec<u8>,
     payload: Vec<u8>,
     headers: Vec<(&'static str, Vec<u8>)>,
-    /// For an action: (rule, kind, tipping record's event time, arrival).
-    action: Option<(String, &'static str, i64, Instant)>,
+    /// For an action: (rule, kind, tipping record's event time, its ingest time), in ms.
+    action: Option<(String, &'static str, i64, i64)>,
 }
 
 #[derive(Clone, Copy)]
@@ -216,6 +223,20 @@ pub fn ensure_topics(cfg: &DaemonConfig) -> Result<()> {
     Ok(())
 }
 
+/// Creates one topic with `partitions` partitions unless it exists.
+pub fn create_topic(conf: &ClientConfig, topic: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = conf.create().context("cannot create a Kafka admin client")?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let t = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
+    for r in futures_executor::block_on(admin.create_topics(&t, &opts)).context("cannot create topics")? {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => bail!("cannot create topic {t}: {e}"),
+        }
+    }
+    Ok(())
+}
+
 /// Decodes one message value (a JSON object, the record contract).
 fn decode(payload: Option<&[u8]>, b: &mut RecordBuilder, en: Enricher<'_>) -> Result<Record, Bad> {
     let bytes = payload.unwrap_or_default();
@@ -250,13 +271,13 @@ fn dead_letter(m: &BorrowedMessage<'_>, reason: &str, detail: &str, col: Option<
     }
 }
 
-fn action_out(a: &Action, arrived: Instant, event_ts: i64) -> Out {
+fn action_out(a: &Action, ingested_ms: i64, event_ts: i64) -> Out {
     Out {
         topic: Topic::Actions,
         key: format!("{}:{}", a.dim, a.key).into_bytes(),
         payload: serde_json::to_vec(a).expect("actions serialize"),
         headers: Vec::new(),
-        action: Some((a.rule.clone(), a.action.name(), event_ts, arrived)),
+        action: Some((a.rule.clone(), a.action.name(), event_ts, ingested_ms)),
     }
 }
 
@@ -298,6 +319,9 @@ pub fn run(cfg: &DaemonConfig, pack: Arc<Pack>, registry: &Registry, metrics: Ar
         ("session.timeout.ms", "6000"),
         ("heartbeat.interval.ms", "1500"),
         ("statistics.interval.ms", "1000"),
+        // A NOC wants records as they come, not when a fetch fills up (librdkafka waits up
+        // to 500 ms by default).
+        ("fetch.wait.max.ms", "10"),
     ] {
         if !cfg.consumer.contains_key(k) && !cfg.kafka.contains_key(k) {
             cconf.set(k, v);
@@ -382,7 +406,7 @@ pub fn run(cfg: &DaemonConfig, pack: Arc<Pack>, registry: &Registry, metrics: Ar
                 }
                 known.insert(m.partition());
             }
-            let arrived = Instant::now();
+            let ingested_ms = m.timestamp().to_millis().unwrap_or_else(now_ms);
             match decode(m.payload(), &mut builder, en) {
                 Ok(mut rec) => {
                     metrics.records_in[rec.kind as usize].fetch_add(1, Relaxed);
@@ -393,19 +417,42 @@ pub fn run(cfg: &DaemonConfig, pack: Arc<Pack>, registry: &Registry, metrics: Ar
                             metas.push(Meta {
                                 partition: m.partition(),
                                 offset: m.offset(),
-                                arrived,
+                                ingested_ms,
                             });
                         }
                         Verdict::Late { behind } => {
-                            *metrics.rejects.lock().expect("lock").entry(RejectReason::Late.name()).or_default() += 1;
-                            let detail = format!("{} record {behind} ms older than the watermark", rec.kind.name());
-                            outs.push(dead_letter(&m, RejectReason::Late.name(), &detail, None));
+                            if m.offset()
+                                >= consumer
+                                    .context()
+                                    .committed
+                                    .lock()
+                                    .expect("lock")
+                                    .get(&m.partition())
+                                    .copied()
+                                    .unwrap_or(0)
+                            {
+                                *metrics.rejects.lock().expect("lock").entry(RejectReason::Late.name()).or_default() += 1;
+                                let detail = format!("{} record {behind} ms older than the watermark", rec.kind.name());
+                                outs.push(dead_letter(&m, RejectReason::Late.name(), &detail, None));
+                            }
                         }
                     }
                 }
                 Err(bad) => {
-                    *metrics.rejects.lock().expect("lock").entry(bad.reason.name()).or_default() += 1;
-                    outs.push(dead_letter(&m, bad.reason.name(), &bad.detail, bad.col));
+                    // Below the committed offset (a rebuild), its dead letter went out before.
+                    if m.offset()
+                        >= consumer
+                            .context()
+                            .committed
+                            .lock()
+                            .expect("lock")
+                            .get(&m.partition())
+                            .copied()
+                            .unwrap_or(0)
+                    {
+                        *metrics.rejects.lock().expect("lock").entry(bad.reason.name()).or_default() += 1;
+                        outs.push(dead_letter(&m, bad.reason.name(), &bad.detail, bad.col));
+                    }
                 }
             }
         }
@@ -437,7 +484,7 @@ pub fn run(cfg: &DaemonConfig, pack: Arc<Pack>, registry: &Registry, metrics: Ar
                     continue;
                 }
                 let event_ts = batch[*idx as usize].0.ts;
-                outs.push(action_out(a, meta.arrived, event_ts));
+                outs.push(action_out(a, meta.ingested_ms, event_ts));
             }
         }
 
@@ -553,12 +600,10 @@ fn deliver(
                 failing_since = None;
                 let o = &outs[i];
                 match &o.action {
-                    Some((rule, kind, event_ts, arrived)) => {
+                    Some((rule, kind, event_ts, ingested_ms)) => {
                         *metrics.actions.lock().expect("lock").entry((rule.clone(), kind)).or_default() += 1;
-                        let now_ms = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_millis() as i64);
-                        metrics.record_latency(now_ms - event_ts, arrived.elapsed().as_millis() as i64);
+                        let now = now_ms();
+                        metrics.record_latency(now - event_ts, now - ingested_ms);
                     }
                     None => {
                         metrics.dead_letters.fetch_add(1, Relaxed);

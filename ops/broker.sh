@@ -66,7 +66,7 @@ start() {
         echo "broker: something else already listens on 127.0.0.1:$port" >&2
         return 1
     fi
-    nohup "$bin" broker \
+    setsid nohup "$bin" broker \
         --listener-url "tcp://127.0.0.1:$port" \
         --advertised-listener-url "tcp://127.0.0.1:$port" \
         --storage-engine "memory://tansu/" >>"$log" 2>&1 </dev/null &

@@ -22,14 +22,14 @@ if [[ -f "$run/daemon.pid" ]] && kill -0 "$(cat "$run/daemon.pid")" 2>/dev/null;
     echo "daemon: already running (pid $(cat "$run/daemon.pid"))"
 else
     "$bin" gen double11 --records "$records" --seed "$seed" --out "$run/double11.jsonl" --registry "$run/ports.csv" --truth "$run/truth.jsonl" -q
-    nohup "$bin" daemon --config ops/anning.toml --registry "$run/ports.csv" >>"$run/daemon.log" 2>&1 </dev/null &
+    setsid nohup "$bin" daemon --config ops/anning.toml --registry "$run/ports.csv" >>"$run/daemon.log" 2>&1 </dev/null &
     echo $! >"$run/daemon.pid"
     for _ in $(seq 1 100); do
         curl -sf http://127.0.0.1:9898/readyz >/dev/null 2>&1 && break
         sleep 0.3
     done
     echo "daemon: running (pid $(cat "$run/daemon.pid"), log $run/daemon.log)"
-    nohup "$bin" produce "$run/double11.jsonl" --topic signaling --rate "$rate" >>"$run/produce.log" 2>&1 </dev/null &
+    setsid nohup "$bin" produce "$run/double11.jsonl" --topic signaling --rate "$rate" >>"$run/produce.log" 2>&1 </dev/null &
     echo $! >"$run/produce.pid"
     echo "streaming $records records of double11 (seed $seed) at $rate/s into topic signaling"
 fi

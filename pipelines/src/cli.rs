@@ -698,7 +698,7 @@ fn produce(args: ProduceArgs) -> Result<ExitCode> {
         conf.set(k, v);
     }
     if let Some(n) = args.partitions {
-        crate::daemon::create_topic(&conf, &args.topic, n)?;
+        crate::daemon::create_topics(&conf, &[(&args.topic, n)])?;
     }
     let producer: ThreadedProducer<DefaultProducerContext> = conf.create().context("cannot create the Kafka producer")?;
     let inputs = if args.inputs.is_empty() {

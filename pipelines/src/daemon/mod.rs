@@ -204,31 +204,26 @@ fn client_config(cfg: &DaemonConfig, extra: &BTreeMap<String, String>) -> Client
 
 /// Creates the topics the daemon uses when absent.
 pub fn ensure_topics(cfg: &DaemonConfig) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = client_config(cfg, &BTreeMap::new())
-        .create()
-        .context("cannot create a Kafka admin client")?;
-    let topics = [
-        NewTopic::new(&cfg.input_topic, cfg.partitions, TopicReplication::Fixed(1)),
-        NewTopic::new(&cfg.actions_topic, cfg.partitions, TopicReplication::Fixed(1)),
-        NewTopic::new(&cfg.dlq_topic, 1, TopicReplication::Fixed(1)),
-    ];
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = futures_executor::block_on(admin.create_topics(&topics, &opts)).context("cannot create topics")?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, e)) => bail!("cannot create topic {t}: {e}"),
-        }
-    }
-    Ok(())
+    let conf = client_config(cfg, &BTreeMap::new());
+    create_topics(
+        &conf,
+        &[
+            (&cfg.input_topic, cfg.partitions),
+            (&cfg.actions_topic, cfg.partitions),
+            (&cfg.dlq_topic, 1),
+        ],
+    )
 }
 
-/// Creates one topic with `partitions` partitions unless it exists.
-pub fn create_topic(conf: &ClientConfig, topic: &str, partitions: i32) -> Result<()> {
+/// Creates each `(topic, partitions)` unless it exists.
+pub fn create_topics(conf: &ClientConfig, topics: &[(&str, i32)]) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = conf.create().context("cannot create a Kafka admin client")?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let t = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
-    for r in futures_executor::block_on(admin.create_topics(&t, &opts)).context("cannot create topics")? {
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(t, n)| NewTopic::new(t, *n, TopicReplication::Fixed(1)))
+        .collect();
+    for r in futures_executor::block_on(admin.create_topics(&new, &opts)).context("cannot create topics")? {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, e)) => bail!("cannot create topic {t}: {e}"),
@@ -421,16 +416,7 @@ pub fn run(cfg: &DaemonConfig, pack: Arc<Pack>, registry: &Registry, metrics: Ar
                             });
                         }
                         Verdict::Late { behind } => {
-                            if m.offset()
-                                >= consumer
-                                    .context()
-                                    .committed
-                                    .lock()
-                                    .expect("lock")
-                                    .get(&m.partition())
-                                    .copied()
-                                    .unwrap_or(0)
-                            {
+                            if !rebuilding(&consumer, &m) {
                                 *metrics.rejects.lock().expect("lock").entry(RejectReason::Late.name()).or_default() += 1;
                                 let detail = format!("{} record {behind} ms older than the watermark", rec.kind.name());
                                 outs.push(dead_letter(&m, RejectReason::Late.name(), &detail, None));
@@ -439,17 +425,7 @@ pub fn run(cfg: &DaemonConfig, pack: Arc<Pack>, registry: &Registry, metrics: Ar
                     }
                 }
                 Err(bad) => {
-                    // Below the committed offset (a rebuild), its dead letter went out before.
-                    if m.offset()
-                        >= consumer
-                            .context()
-                            .committed
-                            .lock()
-                            .expect("lock")
-                            .get(&m.partition())
-                            .copied()
-                            .unwrap_or(0)
-                    {
+                    if !rebuilding(&consumer, &m) {
                         *metrics.rejects.lock().expect("lock").entry(bad.reason.name()).or_default() += 1;
                         outs.push(dead_letter(&m, bad.reason.name(), &bad.detail, bad.col));
                     }
@@ -540,6 +516,13 @@ pub fn run(cfg: &DaemonConfig, pack: Arc<Pack>, registry: &Registry, metrics: Ar
     Ok(())
 }
 
+/// Whether a message lies below its partition's committed offset (read again to rebuild
+/// state): its dead letter, like its actions, went out before.
+fn rebuilding(consumer: &BaseConsumer<Rebalancer>, m: &BorrowedMessage<'_>) -> bool {
+    let committed = consumer.context().committed.lock().expect("lock");
+    m.offset() < committed.get(&m.partition()).copied().unwrap_or(0)
+}
+
 fn ctx_revoked(consumer: &BaseConsumer<Rebalancer>) -> Vec<i32> {
     std::mem::take(&mut *consumer.context().revoked.lock().expect("lock"))
 }
@@ -622,8 +605,11 @@ fn deliver(
     Ok(())
 }
 
-/// Commits synchronously, retrying while the broker is away (not once stopping has waited a
-/// minute: the batch will then be re-delivered, which repeats identical actions only).
+/// Commits synchronously. A broker that is away is retried for up to ten seconds; an error
+/// saying the group has moved on (this member was evicted while the broker was paused, or a
+/// rebalance is under way) is not retried at all. Either way the loop goes back to polling,
+/// which rejoins the group; the next batch's commit covers these offsets, and until then the
+/// records are at worst re-delivered, which this process skips and a new one rebuilds from.
 fn commit(consumer: &BaseConsumer<Rebalancer>, tpl: &TopicPartitionList, metrics: &Metrics, stop: &AtomicBool) {
     let first = Instant::now();
     loop {
@@ -634,10 +620,24 @@ fn commit(consumer: &BaseConsumer<Rebalancer>, tpl: &TopicPartitionList, metrics
             }
             Err(e) => {
                 metrics.commit_errors.fetch_add(1, Relaxed);
-                tracing::warn!("commit failed ({e}); retrying");
-                if stop.load(Ordering::Relaxed) && first.elapsed() > Duration::from_secs(60) {
+                let moved_on = matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::UnknownMemberId
+                            | RDKafkaErrorCode::IllegalGeneration
+                            | RDKafkaErrorCode::RebalanceInProgress
+                            | RDKafkaErrorCode::FencedInstanceId
+                            | RDKafkaErrorCode::State
+                    )
+                );
+                if moved_on
+                    || first.elapsed() > Duration::from_secs(10)
+                    || stop.load(Ordering::Relaxed) && first.elapsed() > Duration::from_secs(5)
+                {
+                    tracing::warn!("commit failed ({e}); going on: the next commit covers these offsets");
                     return;
                 }
+                tracing::warn!("commit failed ({e}); retrying");
                 // No poll here: a message polled now would be skipped by the next commit.
                 thread::sleep(Duration::from_millis(500));
             }

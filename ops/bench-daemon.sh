@@ -19,7 +19,7 @@ brokers="127.0.0.1:$port"
 run=ops/.run/bench
 mkdir -p "$run"
 export ANNING_BROKER_PORT=$port
-trap 'kill $(jobs -p) 2>/dev/null; ops/broker.sh stop >/dev/null' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; ops/broker.sh stop >/dev/null || true' EXIT
 ops/broker.sh start
 cargo build --release --locked -p anning-pipelines -p anning-benches
 bin=./target/release/anning

@@ -221,16 +221,21 @@ impl Drop for Daemon {
 
 /// Every message of a topic from the beginning, until `want` arrived or `idle` passed with
 /// nothing new.
-/// A message as read back: key, payload, headers.
-type Msg = (Option<Vec<u8>>, Vec<u8>, Vec<(String, String)>);
-
-fn read_topic(brokers: &str, topic: &str, want: usize, limit: Duration) -> Vec<Msg> {
-    let consumer: BaseConsumer = ClientConfig::new()
+/// A consumer for reading topics back (assigned, not subscribed; commits nothing).
+fn reader(brokers: &str) -> BaseConsumer {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("reader-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+/// A message as read back: key, payload, headers.
+type Msg = (Option<Vec<u8>>, Vec<u8>, Vec<(String, String)>);
+
+fn read_topic(brokers: &str, topic: &str, want: usize, limit: Duration) -> Vec<Msg> {
+    let consumer = reader(brokers);
     let mut tpl = TopicPartitionList::new();
     let partitions = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
@@ -258,12 +263,7 @@ fn read_topic(brokers: &str, topic: &str, want: usize, limit: Duration) -> Vec<M
 /// more to catch any that should not be there.
 fn read_actions(brokers: &str, topic: &str, expected: &[serde_json::Value], limit: Duration) -> Vec<serde_json::Value> {
     let want: std::collections::BTreeSet<String> = ids(expected).into_iter().collect();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("reader-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let consumer = reader(brokers);
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
     consumer.assign(&tpl).unwrap();

@@ -1,0 +1,196 @@
+//! The Kafka commands: `anning daemon`, `anning produce`, `anning tail`.
+
+use std::fs::File;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::{DaemonArgs, ProduceArgs, TailArgs, load_pack, load_registry};
+
+fn split_prop(p: &str) -> Result<(String, String)> {
+    let (k, v) = p.split_once('=').with_context(|| format!("-X {p}: expected PROPERTY=VALUE"))?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+pub(super) fn daemon(args: DaemonArgs) -> Result<ExitCode> {
+    use crate::daemon::{self, DaemonConfig};
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ANNING_LOG").unwrap_or_else(|_| "info".into()))
+        .try_init();
+    let mut cfg = match &args.config {
+        Some(p) => match DaemonConfig::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => DaemonConfig::default(),
+    };
+    if let Err(e) = cfg.apply_env(std::env::vars()) {
+        eprintln!("anning daemon: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    macro_rules! flag {
+        ($($f:ident),*) => { $(if let Some(v) = args.$f.clone() { cfg.$f = v.into(); })* };
+    }
+    flag!(brokers, group, input_topic, actions_topic, dlq_topic, admin, threads);
+    if args.rules.is_some() {
+        cfg.rules = args.rules.clone();
+    }
+    if args.registry.is_some() {
+        cfg.registry = args.registry.clone();
+    }
+    for p in &args.kafka {
+        let (k, v) = split_prop(p)?;
+        cfg.kafka.insert(k, v);
+    }
+    if let Err(e) = cfg.validate() {
+        eprintln!("anning daemon: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    let pack = match load_pack(cfg.rules.as_deref()) {
+        Ok(p) => Arc::new(p),
+        Err(code) => return Ok(code),
+    };
+    let registry = match load_registry(cfg.registry.as_deref()) {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handlers")?;
+    }
+    let metrics = Arc::new(daemon::Metrics::default());
+    let addr = daemon::admin::serve(&cfg.admin, Arc::clone(&metrics)).with_context(|| format!("cannot listen on {}", cfg.admin))?;
+    tracing::info!("admin HTTP on http://{addr}/metrics");
+    daemon::run(&cfg, pack, &registry, metrics, stop)?;
+    tracing::info!("stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn produce(args: ProduceArgs) -> Result<ExitCode> {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let mut conf = rdkafka::ClientConfig::new();
+    conf.set("bootstrap.servers", &args.brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000");
+    for p in &args.kafka {
+        let (k, v) = split_prop(p)?;
+        conf.set(k, v);
+    }
+    if let Some(n) = args.partitions {
+        crate::daemon::create_topics(&conf, &[(&args.topic, n)])?;
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = conf.create().context("cannot create the Kafka producer")?;
+    let inputs = if args.inputs.is_empty() {
+        vec!["-".to_string()]
+    } else {
+        args.inputs.clone()
+    };
+    let started = Instant::now();
+    let mut n = 0u64;
+    let mut line = String::new();
+    for input in &inputs {
+        let mut reader: Box<dyn std::io::BufRead> = if input == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(std::io::BufReader::new(
+                File::open(input).with_context(|| format!("cannot open {input}"))?,
+            ))
+        };
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).with_context(|| format!("cannot read {input}"))? == 0 {
+                break;
+            }
+            let msg = line.trim_end_matches(['\n', '\r']);
+            if msg.trim().is_empty() {
+                continue;
+            }
+            // The key: the named field's string value, when the line has one.
+            let key = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(msg)
+                .ok()
+                .and_then(|m| m.get(&args.key).and_then(|v| v.as_str().map(str::to_string)));
+            loop {
+                let mut rec = BaseRecord::<str, str>::to(&args.topic).payload(msg);
+                if let Some(k) = &key {
+                    rec = rec.key(k.as_str());
+                }
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
+                        std::thread::sleep(std::time::Duration::from_millis(2))
+                    }
+                    Err((e, _)) => anyhow::bail!("cannot produce to {}: {e}", args.topic),
+                }
+            }
+            n += 1;
+            if let Some(rate) = args.rate {
+                let due = std::time::Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+    }
+    producer
+        .flush(std::time::Duration::from_secs(60))
+        .context("cannot deliver every message")?;
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    eprintln!(
+        "anning produce: {n} messages to {} in {secs:.2} s ({:.0}/s)",
+        args.topic,
+        n as f64 / secs
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn tail(args: TailArgs) -> Result<ExitCode> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &args.brokers)
+        .set("group.id", "anning-tail")
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("cannot create the Kafka consumer")?;
+    let meta = consumer
+        .fetch_metadata(Some(&args.topic), std::time::Duration::from_secs(10))
+        .with_context(|| format!("cannot read metadata of {}", args.topic))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let start = if args.from_beginning {
+        rdkafka::Offset::Beginning
+    } else {
+        rdkafka::Offset::End
+    };
+    for t in meta.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(&args.topic, p.id(), start)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut out = std::io::stdout().lock();
+    let mut n = 0u64;
+    while args.count.is_none_or(|c| n < c) {
+        match consumer.poll(std::time::Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                if args.headers {
+                    let h: Vec<String> = crate::daemon::headers_of(&m).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    writeln!(out, "# {}", h.join(" "))?;
+                }
+                out.write_all(m.payload().unwrap_or_default())?;
+                out.write_all(b"\n")?;
+                out.flush()?;
+                n += 1;
+            }
+            Some(Err(e)) => eprintln!("anning tail: {e}"),
+            None => {}
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

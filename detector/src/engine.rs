@@ -9,14 +9,17 @@
 
 use std::sync::Arc;
 
-use anning_rules::{ActionKind, Field, Filter, Pack, Rule, RuleKind};
+use std::collections::{HashMap, VecDeque};
+
+use anning_rules::{ActionKind, Field, Filter, Pack, Rule, RuleKind, Step};
 use hashbrown::HashTable;
 use serde_json::json;
 
 use crate::action::{Action, action_id};
 use crate::escalation::{Active, Ladder, step_for};
+use crate::mask::mask_addr;
 use crate::near_limit::{NearLimit, NearLimitHit};
-use crate::record::Record;
+use crate::record::{Record, Slot};
 use crate::window::{SlidingCount, SlidingDistinct};
 use anning_rules::duration::format_duration_ms as dur;
 
@@ -32,6 +35,11 @@ pub struct EngineStats {
     /// Per rule: firings not actioned because the target was already under an equal or
     /// stronger action.
     pub suppressed: Vec<u64>,
+    /// Per rule: throttles and suspensions not taken because the target is allowlisted.
+    pub allowed: Vec<u64>,
+    /// Per rule: throttles and suspensions turned into alerts because the target is a port
+    /// of a protected class and the rule is not a misuse rule.
+    pub protected: Vec<u64>,
 }
 
 /// The state of one rule for one key.
@@ -40,12 +48,40 @@ enum Window {
     Count(SlidingCount),
     Distinct(SlidingDistinct),
     Near(NearLimit),
+    /// Counts records whose `dst` is close to the previous one's.
+    Sequential {
+        count: SlidingCount,
+        last: Option<u64>,
+    },
+    Ratio {
+        num: SlidingCount,
+        den: SlidingCount,
+    },
+    Unsubscribe(Box<Unsubscribed>),
 }
+
+/// An unsubscribe rule's state for one signature.
+#[derive(Debug, Clone)]
+struct Unsubscribed {
+    /// xxh3(subscriber) → when they unsubscribed (the first time within `remember`).
+    since: hashbrown::HashMap<u64, i64>,
+    violations: SlidingCount,
+    /// The latest violations, for evidence: (ts, masked subscriber, port).
+    recent: VecDeque<(i64, String, String)>,
+}
+
+/// Evidence kept per unsubscribe rule and signature.
+const RECENT_VIOLATIONS: usize = 5;
+
+/// Ladders of the targets a rule with `targets` acted on, keyed by `dim\0key`.
+type Acted = HashMap<Box<str>, (Ladder, Active)>;
 
 #[derive(Debug, Clone)]
 struct RuleSlot {
     window: Window,
     ladder: Ladder,
+    /// For rules with `targets`: the targets acted on from this key.
+    acted: Option<Box<Acted>>,
 }
 
 /// Everything kept for one `(dim, key)`.
@@ -79,6 +115,8 @@ pub struct Engine {
     /// Reused buffer for building compound keys.
     scratch: String,
     stats: EngineStats,
+    /// Allowlist: (dim, key) → (until, entry index) per entry.
+    allow: HashMap<(usize, String), Vec<i64>>,
 }
 
 /// Hash of a key of dim `d` given its parts; also decides which shard owns it.
@@ -103,9 +141,29 @@ fn matches(f: &Filter, r: &Record) -> bool {
     f.kinds & r.kind.bit() != 0
         && f.src_class & r.src_class.bit() != 0
         && f.dst_class & r.dst_class.bit() != 0
-        && (f.port_class == u8::MAX || (r.get(crate::record::Slot::Port).is_some() && f.port_class & r.port_class.bit() != 0))
+        && (f.port_class == u8::MAX || (r.get(Slot::Port).is_some() && f.port_class & r.port_class.bit() != 0))
         && (f.status == u8::MAX || r.status.is_some_and(|s| f.status & s.bit() != 0))
         && f.answered.is_none_or(|a| r.answered == Some(a))
+        && (f.content == u8::MAX || f.content & r.content != 0)
+        && f.licensed.is_none_or(|l| r.licensed == Some(l))
+        && f.err
+            .as_ref()
+            .is_none_or(|errs| r.get(Slot::Err).is_some_and(|e| errs.iter().any(|x| x == e)))
+        && f.max_dur.is_none_or(|m| r.dur.is_some_and(|d| d < m))
+}
+
+/// Whether a rule looks at `r` at all.
+fn wants(rule: &Rule, r: &Record) -> bool {
+    match &rule.kind {
+        RuleKind::Ratio { numerator, .. } => matches(&rule.filter, r) || matches(numerator, r),
+        RuleKind::Unsubscribe { .. } => r.unsubscribe || matches(&rule.filter, r),
+        _ => matches(&rule.filter, r),
+    }
+}
+
+/// A subscriber number as a number, for closeness of destinations.
+fn as_number(s: &str) -> Option<u64> {
+    (s.len() <= 19 && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
 }
 
 fn noun(f: &Filter) -> &'static str {
@@ -123,6 +181,8 @@ fn noun(f: &Filter) -> &'static str {
 enum Hit {
     Rate { count: u64 },
     Near(NearLimitHit),
+    Ratio { num: u64, den: u64 },
+    Unsubscribe { count: u64, recent: Vec<(i64, String, String)> },
 }
 
 impl Engine {
@@ -147,6 +207,10 @@ impl Engine {
             })
             .collect();
         let n = pack.rules.len();
+        let mut allow: HashMap<(usize, String), Vec<i64>> = HashMap::new();
+        for a in &pack.allow {
+            allow.entry((a.dim, a.key.clone())).or_default().push(a.until);
+        }
         Engine {
             pack,
             shard: shard as u64,
@@ -156,8 +220,11 @@ impl Engine {
             stats: EngineStats {
                 fired: vec![0; n],
                 suppressed: vec![0; n],
+                allowed: vec![0; n],
+                protected: vec![0; n],
                 ..Default::default()
             },
+            allow,
         }
     }
 
@@ -187,7 +254,7 @@ impl Engine {
         let dim_state = &self.dims[d];
         let mut wanted: u64 = 0;
         for (i, &r) in dim_state.rules.iter().enumerate() {
-            if matches(&pack.rules[r].filter, rec) {
+            if wants(&pack.rules[r], rec) {
                 wanted |= 1 << i;
             }
         }
@@ -195,7 +262,7 @@ impl Engine {
             return;
         }
         let dim = &pack.dims[d];
-        let mut parts: [&str; 9] = [""; 9];
+        let mut parts: [&str; Field::ALL.len()] = [""; Field::ALL.len()];
         for (i, f) in dim.parts.iter().enumerate() {
             match rec.field(*f) {
                 Some(v) if !v.is_empty() => parts[i] = v,
@@ -249,6 +316,7 @@ impl Engine {
                     RuleKind::Rate {
                         threshold,
                         distinct: Some(f),
+                        ..
                     },
                     Window::Distinct(w),
                 ) => match rec.field(*f) {
@@ -258,43 +326,112 @@ impl Engine {
                     }
                     None => None,
                 },
+                (
+                    RuleKind::Rate {
+                        threshold,
+                        sequential: Some(d),
+                        ..
+                    },
+                    Window::Sequential { count, last },
+                ) => match rec.dst().and_then(as_number) {
+                    Some(n) => {
+                        let close = last.is_some_and(|l| l.abs_diff(n) <= *d);
+                        *last = Some(n);
+                        let c = if close { count.add(bin) } else { count.at(bin) };
+                        (close && c >= *threshold).then_some(Hit::Rate { count: c })
+                    }
+                    None => None,
+                },
                 (RuleKind::NearLimit { limit, lo, k, n, .. }, Window::Near(w)) => {
                     let wm_bin = wm.div_euclid(rule.slide_ms);
                     w.observe(bin, wm_bin, *lo, *limit, *k, *n).map(Hit::Near)
                 }
+                (
+                    RuleKind::Ratio {
+                        numerator,
+                        ratio,
+                        min,
+                        below,
+                    },
+                    Window::Ratio { num, den },
+                ) => {
+                    let d = if matches(&rule.filter, rec) { den.add(bin) } else { den.at(bin) };
+                    let n = if matches(numerator, rec) { num.add(bin) } else { num.at(bin) };
+                    let r = n as f64 / d.max(1) as f64;
+                    let tipped = if *below { r <= *ratio } else { r >= *ratio };
+                    (d >= *min && tipped).then_some(Hit::Ratio { num: n, den: d })
+                }
+                (
+                    RuleKind::Unsubscribe {
+                        grace_ms,
+                        remember_ms,
+                        threshold,
+                    },
+                    Window::Unsubscribe(u),
+                ) => unsubscribe(u, rec, bin, *grace_ms, *remember_ms, *threshold, &pack.number_plan),
                 _ => unreachable!("slot built for its rule"),
             };
             let Some(hit) = hit else { continue };
             self.stats.fired[r] += 1;
-            let level = slot.ladder.level_at(rec.ts, &pack.escalation) + 1;
-            let step = step_for(&rule.ladder, level, &pack.escalation);
-            if slot.ladder.in_force(rec.ts) || entry.active.as_ref().is_some_and(|a| a.covers(&step, rec.ts)) {
-                self.stats.suppressed[r] += 1;
+            let (reason, mut evidence) = explain(rule, &hit, rec);
+            let dim_name = dim.name();
+            if rule.targets.is_empty() {
+                let level = slot.ladder.level_at(rec.ts, &pack.escalation) + 1;
+                let Some(step) = policy(&self.allow, &mut self.stats, pack, r, d, &entry.key, rec, level) else {
+                    continue;
+                };
+                if slot.ladder.in_force(rec.ts) || entry.active.as_ref().is_some_and(|a| a.covers(&step, rec.ts)) {
+                    self.stats.suppressed[r] += 1;
+                    continue;
+                }
+                let until = rec.ts + step.for_ms;
+                slot.ladder.acted(level, until);
+                out.push(action(pack, rule, &dim_name, &entry.key, rec.ts, level, &step, &reason, evidence));
+                entry.active = Some(Active { step, until });
                 continue;
             }
-            let until = rec.ts + step.for_ms;
-            slot.ladder.acted(level, until);
-            let dim_name = dim.name();
-            let (reason, evidence) = explain(rule, &hit, rec);
-            let verb = match step.action {
-                ActionKind::Throttle => format!("throttle to {}/s for {}", step.rate.unwrap_or(0.0), dur(step.for_ms)),
-                other => format!("{other} for {}", dur(step.for_ms)),
-            };
-            out.push(Action {
-                id: action_id(pack.hash, &rule.id, &dim_name, &entry.key, rec.ts, level, step.action),
-                ts: rec.ts,
-                action: step.action,
-                dim: dim_name,
-                key: entry.key.to_string(),
-                rule: rule.id.clone(),
-                level,
-                rate: step.rate,
-                until: Some(until),
-                reason: format!("{reason}; level {level}: {verb}"),
-                evidence,
-                pack: pack.hash_hex(),
-            });
-            entry.active = Some(Active { step, until });
+            // Acting on targets taken from the record: the key that tipped is evidence.
+            evidence["group"] = json!({ "dim": dim_name, "key": crate::mask::mask_key(dim, &entry.key, &pack.number_plan) });
+            for &t in &rule.targets {
+                let tdim = &pack.dims[t];
+                let mut key = String::new();
+                for (i, f) in tdim.parts.iter().enumerate() {
+                    match rec.field(*f) {
+                        Some(v) if !v.is_empty() => {
+                            if i > 0 {
+                                key.push('+');
+                            }
+                            key.push_str(v);
+                        }
+                        _ => {
+                            key.clear();
+                            break;
+                        }
+                    }
+                }
+                if key.is_empty() {
+                    continue;
+                }
+                let tname = tdim.name();
+                let acted = slot.acted.get_or_insert_with(Default::default);
+                let id: Box<str> = format!("{tname}\0{key}").into();
+                let (ladder, active) = acted.get(&id).cloned().unzip();
+                let ladder = ladder.unwrap_or_default();
+                let level = ladder.level_at(rec.ts, &pack.escalation) + 1;
+                let Some(step) = policy(&self.allow, &mut self.stats, pack, r, t, &key, rec, level) else {
+                    continue;
+                };
+                if ladder.in_force(rec.ts) || active.as_ref().is_some_and(|a| a.covers(&step, rec.ts)) {
+                    self.stats.suppressed[r] += 1;
+                    continue;
+                }
+                let until = rec.ts + step.for_ms;
+                let mut ladder = ladder;
+                ladder.acted(level, until);
+                out.push(action(pack, rule, &tname, &key, rec.ts, level, &step, &reason, evidence.clone()));
+                let acted = slot.acted.get_or_insert_with(Default::default);
+                acted.insert(id, (ladder, Active { step, until }));
+            }
         }
     }
 
@@ -308,6 +445,7 @@ impl Engine {
         let active = entry.active.take().filter(|a| a.until > ts)?;
         for s in entry.slots.iter_mut() {
             s.ladder = Ladder::default();
+            s.acted = None;
         }
         Some(Action {
             id: action_id(self.pack.hash, "release", dim_name, key, ts, 0, ActionKind::Release),
@@ -349,14 +487,28 @@ fn history_ms(rule: &Rule, lateness_ms: i64) -> i64 {
     match rule.kind {
         RuleKind::Rate { .. } => rule.window_ms + lateness_ms,
         RuleKind::NearLimit { n, .. } => (n as i64 + 1) * rule.window_ms + lateness_ms,
+        RuleKind::Ratio { .. } | RuleKind::Unsubscribe { .. } => rule.window_ms + lateness_ms,
     }
 }
 
 fn new_slot(rule: &Rule, lateness_ms: i64) -> RuleSlot {
     let w = rule.bins();
     let window = match rule.kind {
+        RuleKind::Rate { sequential: Some(_), .. } => Window::Sequential {
+            count: SlidingCount::new(w),
+            last: None,
+        },
         RuleKind::Rate { distinct: None, .. } => Window::Count(SlidingCount::new(w)),
         RuleKind::Rate { distinct: Some(_), .. } => Window::Distinct(SlidingDistinct::new(w)),
+        RuleKind::Ratio { .. } => Window::Ratio {
+            num: SlidingCount::new(w),
+            den: SlidingCount::new(w),
+        },
+        RuleKind::Unsubscribe { .. } => Window::Unsubscribe(Box::new(Unsubscribed {
+            since: Default::default(),
+            violations: SlidingCount::new(w),
+            recent: VecDeque::new(),
+        })),
         RuleKind::NearLimit { n, .. } => {
             let lateness_bins = (lateness_ms + rule.slide_ms - 1) / rule.slide_ms + 1;
             Window::Near(NearLimit::new(w, n as usize, lateness_bins as usize))
@@ -365,6 +517,7 @@ fn new_slot(rule: &Rule, lateness_ms: i64) -> RuleSlot {
     RuleSlot {
         window,
         ladder: Ladder::default(),
+        acted: None,
     }
 }
 
@@ -380,18 +533,157 @@ fn is_idle(pack: &Pack, rules: &[usize], e: &Entry, wm: i64) -> bool {
             Window::Count(w) => w.ring().is_empty_at(wm_bin),
             Window::Distinct(w) => w.ring().is_empty_at(wm_bin),
             Window::Near(w) => w.is_idle_at(wm_bin),
+            Window::Sequential { count, .. } => count.ring().is_empty_at(wm_bin),
+            Window::Ratio { num, den } => num.ring().is_empty_at(wm_bin) && den.ring().is_empty_at(wm_bin),
+            Window::Unsubscribe(u) => {
+                let remember = match rule.kind {
+                    RuleKind::Unsubscribe { remember_ms, .. } => remember_ms,
+                    _ => 0,
+                };
+                u.violations.ring().is_empty_at(wm_bin) && u.since.values().all(|&t| t + remember <= wm)
+            }
         };
-        window_idle && s.ladder.is_idle_at(wm, &pack.escalation)
+        let acted_idle = s
+            .acted
+            .as_ref()
+            .is_none_or(|a| a.values().all(|(l, act)| act.until <= wm && l.is_idle_at(wm, &pack.escalation)));
+        window_idle && acted_idle && s.ladder.is_idle_at(wm, &pack.escalation)
     })
+}
+
+/// The step a rule takes against `key` of dim `d` at `level`, after the pack's policy:
+/// `None` when the target is allowlisted (counted); an alert instead of a throttle or
+/// suspension when the target is a protected port and the rule is not a misuse rule.
+#[allow(clippy::too_many_arguments)]
+fn policy(
+    allow: &HashMap<(usize, String), Vec<i64>>,
+    stats: &mut EngineStats,
+    pack: &Pack,
+    r: usize,
+    d: usize,
+    key: &str,
+    rec: &Record,
+    level: u32,
+) -> Option<Step> {
+    let rule = &pack.rules[r];
+    let mut step = step_for(&rule.ladder, level, &pack.escalation);
+    if step.action == ActionKind::Alert {
+        return Some(step);
+    }
+    if !allow.is_empty()
+        && let Some(untils) = allow.get(&(d, key.to_string()))
+        && untils.iter().any(|&u| rec.ts < u)
+    {
+        stats.allowed[r] += 1;
+        return None;
+    }
+    if !rule.misuse && pack.protect & rec.port_class.bit() != 0 && rec.get(Slot::Port).is_some() {
+        let parts = &pack.dims[d].parts;
+        let names_port = parts.iter().any(|f| {
+            matches!(f, Field::Port | Field::Sig | Field::Sp) || (*f == Field::Src && rec.src_class == anning_rules::AddrClass::Port)
+        });
+        if names_port {
+            stats.protected[r] += 1;
+            step = Step {
+                action: ActionKind::Alert,
+                rate: None,
+                for_ms: step.for_ms,
+            };
+        }
+    }
+    Some(step)
+}
+
+/// An unsubscribe rule's step for one record of its signature.
+fn unsubscribe(
+    u: &mut Unsubscribed,
+    rec: &Record,
+    bin: i64,
+    grace_ms: i64,
+    remember_ms: i64,
+    threshold: u64,
+    plan: &anning_rules::NumberPlan,
+) -> Option<Hit> {
+    if rec.unsubscribe {
+        let who = xxhash_rust::xxh3::xxh3_64(rec.src()?.as_bytes());
+        match u.since.get_mut(&who) {
+            Some(t) if *t + remember_ms > rec.ts => *t = (*t).min(rec.ts),
+            Some(t) => *t = rec.ts,
+            None => {
+                u.since.insert(who, rec.ts);
+            }
+        }
+        if u.since.len() > 1024 && u.since.len().is_power_of_two() {
+            u.since.retain(|_, t| *t + remember_ms > rec.ts);
+        }
+        return None;
+    }
+    let dst = rec.dst()?;
+    let since = *u.since.get(&xxhash_rust::xxh3::xxh3_64(dst.as_bytes()))?;
+    if rec.ts < since + grace_ms || rec.ts >= since + remember_ms {
+        return None;
+    }
+    let count = u.violations.add(bin);
+    u.recent
+        .push_back((rec.ts, mask_addr(dst, plan), rec.get(Slot::Port).unwrap_or("").to_string()));
+    if u.recent.len() > RECENT_VIOLATIONS {
+        u.recent.pop_front();
+    }
+    (count >= threshold).then(|| Hit::Unsubscribe {
+        count,
+        recent: u.recent.iter().cloned().collect(),
+    })
+}
+
+/// Builds the contract action for a rule's step against one target.
+#[allow(clippy::too_many_arguments)]
+fn action(
+    pack: &Pack,
+    rule: &Rule,
+    dim_name: &str,
+    key: &str,
+    ts: i64,
+    level: u32,
+    step: &Step,
+    reason: &str,
+    evidence: serde_json::Value,
+) -> Action {
+    let until = ts + step.for_ms;
+    let verb = match step.action {
+        ActionKind::Throttle => format!("throttle to {}/s for {}", step.rate.unwrap_or(0.0), dur(step.for_ms)),
+        other => format!("{other} for {}", dur(step.for_ms)),
+    };
+    Action {
+        id: action_id(pack.hash, &rule.id, dim_name, key, ts, level, step.action),
+        ts,
+        action: step.action,
+        dim: dim_name.to_string(),
+        key: key.to_string(),
+        rule: rule.id.clone(),
+        level,
+        rate: step.rate,
+        until: Some(until),
+        reason: format!("{reason}; level {level}: {verb}"),
+        evidence,
+        pack: pack.hash_hex(),
+    }
 }
 
 fn explain(rule: &Rule, hit: &Hit, rec: &Record) -> (String, serde_json::Value) {
     let record = rec.id().map(str::to_string);
     match (hit, &rule.kind) {
-        (Hit::Rate { count }, RuleKind::Rate { threshold, distinct }) => {
-            let what = match distinct {
-                Some(f) => format!("distinct {} values", f.name()),
-                None => noun(&rule.filter).to_string(),
+        (
+            Hit::Rate { count },
+            RuleKind::Rate {
+                threshold,
+                distinct,
+                sequential,
+            },
+        ) => {
+            let what = match (distinct, sequential) {
+                (Some(f), _) => format!("distinct {} values", f.name()),
+                (None, Some(d)) => format!("{} each to a number within {d} of the one before", noun(&rule.filter)),
+                (None, None) => noun(&rule.filter).to_string(),
             };
             let reason = format!(
                 "{count} {what} in the last {} (sliding by {}), at or above the threshold of {threshold}",
@@ -406,6 +698,9 @@ fn explain(rule: &Rule, hit: &Hit, rec: &Record) -> (String, serde_json::Value) 
             });
             if let Some(f) = distinct {
                 ev["distinct"] = json!(Field::name(*f));
+            }
+            if let Some(d) = sequential {
+                ev["sequential"] = json!(d);
             }
             if let Some(id) = record {
                 ev["records"] = json!([id]);
@@ -430,6 +725,52 @@ fn explain(rule: &Rule, hit: &Hit, rec: &Record) -> (String, serde_json::Value) 
                 "n": n,
                 "counts": h.counts,
                 "window_end": h.boundary * rule.slide_ms,
+            });
+            if let Some(id) = record {
+                ev["records"] = json!([id]);
+            }
+            (reason, ev)
+        }
+        (Hit::Ratio { num, den }, RuleKind::Ratio { ratio, min, below, .. }) => {
+            let share = *num as f64 / (*den).max(1) as f64;
+            let reason = format!(
+                "{num} of {den} {} in the last {} ({:.4}), {} {ratio} (at least {min} counted)",
+                noun(&rule.filter),
+                dur(rule.window_ms),
+                share,
+                if *below { "at or below" } else { "at or above" },
+            );
+            let mut ev = json!({
+                "window": dur(rule.window_ms),
+                "slide": dur(rule.slide_ms),
+                "numerator": num,
+                "denominator": den,
+                "ratio": share,
+                "threshold": ratio,
+                "below": below,
+                "min": min,
+            });
+            if let Some(id) = record {
+                ev["records"] = json!([id]);
+            }
+            (reason, ev)
+        }
+        (Hit::Unsubscribe { count, recent }, RuleKind::Unsubscribe { grace_ms, threshold, .. }) => {
+            let reason = format!(
+                "{count} messages in the last {} to subscribers who had unsubscribed from this signature more than {} earlier (threshold {threshold})",
+                dur(rule.window_ms),
+                dur(*grace_ms),
+            );
+            let violations: Vec<serde_json::Value> = recent
+                .iter()
+                .map(|(ts, who, port)| json!({ "ts": ts, "dst": who, "port": port }))
+                .collect();
+            let mut ev = json!({
+                "window": dur(rule.window_ms),
+                "grace": dur(*grace_ms),
+                "count": count,
+                "threshold": threshold,
+                "violations": violations,
             });
             if let Some(id) = record {
                 ev["records"] = json!([id]);

@@ -10,12 +10,14 @@
 //! - [`escalation`]: per-(target, rule) ladders with decay; the action a target is under.
 //! - [`action`]: actions per the contract, deterministic ids.
 //! - [`engine`]: one shard's keyed state and rule evaluation; eviction of idle keys.
+//! - [`join`]: delivery reports joined to their messages, replies to their port's signature.
 //! - [`watermark`]: the watermark and the late-record policy.
 //! - [`mask`]: masking subscriber numbers for logs and reports.
 
 pub mod action;
 pub mod engine;
 pub mod escalation;
+pub mod join;
 pub mod mask;
 pub mod near_limit;
 pub mod record;
@@ -25,6 +27,7 @@ pub mod window;
 
 pub use action::Action;
 pub use engine::{Engine, EngineStats};
+pub use join::Joiner;
 pub use record::{Enricher, Record, RecordBuilder, Slot};
 pub use registry::Registry;
 pub use watermark::{Verdict, Watermark};

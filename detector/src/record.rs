@@ -4,7 +4,8 @@
 //! costs one allocation per record, not one per field. Derived fields (the signature taken
 //! from `【…】`, the port, the registry's `sp`) are spans too.
 
-use anning_rules::{AddrClass, DlrStatus, Field, NumberPlan, PortClass, RecordKind};
+use anning_rules::text::{Lexicon, bare, fingerprint, normalize};
+use anning_rules::{AddrClass, DlrStatus, Field, NumberPlan, Pack, PortClass, RecordKind};
 
 use crate::registry::Registry;
 
@@ -21,13 +22,15 @@ pub enum Slot {
     Imei,
     Gw,
     Tpl,
+    /// Derived: the content fingerprint, 16 hex digits.
+    Fp,
     Id,
     Text,
     Ref,
     Err,
 }
 
-const SLOTS: usize = 13;
+const SLOTS: usize = 14;
 
 /// The contract's string fields and the slots they are kept in.
 pub const STRING_FIELDS: [(&str, Slot); 12] = [
@@ -58,6 +61,7 @@ impl Slot {
             Field::Imei => Slot::Imei,
             Field::Gw => Slot::Gw,
             Field::Tpl => Slot::Tpl,
+            Field::Fp => Slot::Fp,
         }
     }
 }
@@ -80,6 +84,13 @@ pub struct Record {
     pub dst_class: AddrClass,
     /// Registry class of the record's port; `Unknown` when it has none or it is unregistered.
     pub port_class: PortClass,
+    /// The pack's content classes the text belongs to (bit mask).
+    pub content: u8,
+    /// `sms` from a port with a signature: whether the registry licenses the signature on
+    /// the port (an unregistered port licenses nothing).
+    pub licensed: Option<bool>,
+    /// An `sms` from a subscriber to a port whose text is one of the pack's unsubscribe words.
+    pub unsubscribe: bool,
     /// All string fields, back to back.
     buf: Box<str>,
     /// (start, len) into `buf` per [`Slot`]; start = `u32::MAX` when absent.
@@ -109,6 +120,19 @@ impl Record {
 
     pub fn id(&self) -> Option<&str> {
         self.get(Slot::Id)
+    }
+
+    /// Sets string fields with `set` and enriches the record again (derived fields are
+    /// recomputed from the given ones). For joins made after decoding.
+    pub fn rebuild(&self, en: Enricher<'_>, set: impl FnOnce(&mut RecordBuilder)) -> Record {
+        let mut b = RecordBuilder::default();
+        for (_, slot) in STRING_FIELDS {
+            if let Some(v) = self.get(slot) {
+                b.set(slot, v);
+            }
+        }
+        set(&mut b);
+        b.finish(en, self.ts, self.kind, self.status, self.answered, self.dur)
     }
 
     /// The record as a contract JSON object (the signature only when given or derived).
@@ -151,11 +175,28 @@ impl Default for RecordBuilder {
     }
 }
 
-/// What enrichment needs: the pack's number plan and the port registry.
+/// What enrichment needs: the pack's number plan, content classes and unsubscribe words,
+/// and the port registry.
 #[derive(Clone, Copy)]
 pub struct Enricher<'a> {
     pub plan: &'a NumberPlan,
     pub registry: &'a Registry,
+    pub lexicon: &'a Lexicon,
+    pub unsubscribe: &'a [String],
+    /// Compute the content fingerprint (only when a rule keys by `fp`).
+    pub fingerprint: bool,
+}
+
+impl<'a> Enricher<'a> {
+    pub fn new(pack: &'a Pack, registry: &'a Registry) -> Self {
+        Enricher {
+            plan: &pack.number_plan,
+            registry,
+            lexicon: &pack.lexicon,
+            unsubscribe: &pack.unsubscribe_words,
+            fingerprint: pack.uses_fingerprint(),
+        }
+    }
 }
 
 impl RecordBuilder {
@@ -202,22 +243,62 @@ impl RecordBuilder {
         } else {
             None
         };
+        if !self.has(Slot::Sig)
+            && let Some((start, len)) = self.get(Slot::Text).and_then(signature_in)
+        {
+            let text_start = self.spans[Slot::Text as usize].0;
+            self.spans[Slot::Sig as usize] = (text_start + start as u32, len as u32);
+        }
         let mut port_class = PortClass::Unknown;
+        let mut licensed = None;
         if let Some(slot) = port_slot {
             self.spans[Slot::Port as usize] = self.spans[slot as usize];
-            if let Some(entry) = self.get(slot).and_then(|p| en.registry.get(p)) {
+            let entry = self.get(slot).and_then(|p| en.registry.get(p));
+            if let Some(entry) = entry {
                 port_class = entry.class;
                 if !self.has(Slot::Sp) && !entry.sp.is_empty() {
                     let sp = entry.sp.clone();
                     self.set(Slot::Sp, &sp);
                 }
             }
+            if kind == RecordKind::Sms && slot == Slot::Src {
+                licensed = self
+                    .get(Slot::Sig)
+                    .map(|sig| entry.is_some_and(|e| e.signatures.iter().any(|s| s == sig)));
+            } else if kind == RecordKind::Sms
+                && !self.has(Slot::Sig)
+                && let Some(sig) = entry.and_then(|e| e.signatures.first())
+            {
+                // A reply to a port concerns the port's (first registered) signature.
+                let sig = sig.clone();
+                self.set(Slot::Sig, &sig);
+            }
         }
-        if !self.has(Slot::Sig)
-            && let Some((start, len)) = self.get(Slot::Text).and_then(signature_in)
+        let mut content = 0;
+        let mut unsubscribe = false;
+        if kind == RecordKind::Sms
+            && let Some(text) = self.get(Slot::Text)
         {
-            let text_start = self.spans[Slot::Text as usize].0;
-            self.spans[Slot::Sig as usize] = (text_start + start as u32, len as u32);
+            if dst_class == AddrClass::Port && src_class == AddrClass::Subscriber && text.len() <= 64 {
+                let b = bare(text);
+                unsubscribe = en.unsubscribe.contains(&b);
+            }
+            if !en.lexicon.is_empty() || en.fingerprint {
+                let n = normalize(text);
+                content = en.lexicon.classify(&n);
+                if en.fingerprint
+                    && let Some(fp) = fingerprint(&n)
+                {
+                    self.set(Slot::Fp, &format!("{fp:016x}"));
+                }
+            }
+        }
+        if en.fingerprint
+            && !self.has(Slot::Fp)
+            && let Some(tpl) = self.get(Slot::Tpl)
+        {
+            let tpl = tpl.to_string();
+            self.set(Slot::Fp, &tpl);
         }
         Record {
             ts,
@@ -228,6 +309,9 @@ impl RecordBuilder {
             src_class,
             dst_class,
             port_class,
+            content,
+            licensed,
+            unsubscribe,
             buf: self.buf.as_str().into(),
             spans: self.spans,
         }
@@ -255,6 +339,8 @@ pub fn signature_in(text: &str) -> Option<(usize, usize)> {
     (!trimmed.is_empty()).then_some((offset + start + lead, trimmed.len()))
 }
 
+pub use anning_rules::time::parse_rfc3339;
+
 /// Parses `ts` as written in text: integer milliseconds or an RFC 3339 timestamp.
 pub fn parse_ts_text(s: &str) -> Result<i64, &'static str> {
     let s = s.trim();
@@ -262,79 +348,6 @@ pub fn parse_ts_text(s: &str) -> Result<i64, &'static str> {
         return s.parse::<i64>().map_err(|_| "integer milliseconds out of range");
     }
     parse_rfc3339(s)
-}
-
-/// Parses an RFC 3339 timestamp (`2026-11-10T12:00:01.500Z`, `…+08:00`) into epoch ms.
-pub fn parse_rfc3339(s: &str) -> Result<i64, &'static str> {
-    const BAD: &str = "not an RFC 3339 timestamp (e.g. 2026-11-10T12:00:01.500Z)";
-    let b = s.as_bytes();
-    if b.len() < 20 {
-        return Err(BAD);
-    }
-    let num = |r: std::ops::Range<usize>| -> Result<i64, &'static str> {
-        let part = &b[r];
-        if part.iter().all(u8::is_ascii_digit) {
-            Ok(part.iter().fold(0i64, |acc, &d| acc * 10 + (d - b'0') as i64))
-        } else {
-            Err(BAD)
-        }
-    };
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
-        return Err(BAD);
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || min > 59 || sec > 60 {
-        return Err("timestamp has an out-of-range date or time");
-    }
-    let mut i = 19;
-    let mut ms = 0i64;
-    if b[i] == b'.' {
-        i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            if i - start < 3 {
-                ms = ms * 10 + (b[i] - b'0') as i64;
-            }
-            i += 1;
-        }
-        if i == start {
-            return Err(BAD);
-        }
-        for _ in (i - start)..3 {
-            ms *= 10;
-        }
-    }
-    let offset_min = match b.get(i) {
-        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
-        Some(&sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
-            let m = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
-            if sign == b'+' { m } else { -m }
-        }
-        _ => return Err(BAD),
-    };
-    let days = days_from_civil(year, month, day);
-    Ok(((days * 86_400 + hour * 3600 + min * 60 + sec.min(59)) - offset_min * 60) * 1000 + ms)
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        4 | 6 | 9 | 11 => 30,
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

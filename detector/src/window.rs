@@ -168,6 +168,12 @@ impl SlidingCount {
         self.ring.sum()
     }
 
+    /// The count of the window ending at `bin` (or at the head, if later), adding nothing.
+    pub fn at(&mut self, bin: i64) -> u64 {
+        self.ring.advance(bin);
+        self.ring.sum()
+    }
+
     pub fn ring(&self) -> &BinRing {
         &self.ring
     }

@@ -7,10 +7,7 @@ use anning_rules::{Pack, RecordKind};
 
 pub fn sms(plan_pack: &Pack, ts: i64, src: &str, dst: &str, id: &str) -> Record {
     let registry = Registry::default();
-    let en = Enricher {
-        plan: &plan_pack.number_plan,
-        registry: &registry,
-    };
+    let en = Enricher::new(plan_pack, &registry);
     let mut b = RecordBuilder::default();
     b.set(Slot::Src, src);
     b.set(Slot::Dst, dst);

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread;
 
-use anning_detector::{Action, Engine, EngineStats, Enricher, Record, Registry, Verdict, Watermark};
+use anning_detector::{Action, Engine, EngineStats, Enricher, Joiner, Record, Registry, Verdict, Watermark};
 use anning_rules::Pack;
 use crossbeam_channel::{Sender, bounded};
 
@@ -75,6 +75,9 @@ pub trait Progress {
 impl Progress for () {}
 
 struct Router<'a, R: RejectSink, P: Progress> {
+    en: Enricher<'a>,
+    /// Delivery reports to their messages, replies to their port's signature (input order).
+    joiner: Joiner,
     wm: Watermark,
     /// Name of the input being read, for rejects raised here.
     input: String,
@@ -99,8 +102,9 @@ impl<R: RejectSink, P: Progress> Router<'_, R, P> {
 }
 
 impl<R: RejectSink, P: Progress> source::Sink for Router<'_, R, P> {
-    fn record(&mut self, mut r: Record, line: u64) {
+    fn record(&mut self, r: Record, line: u64) {
         self.counts.by_type[r.kind as usize] += 1;
+        let mut r = self.joiner.apply(r, self.en);
         match self.wm.observe(r.ts) {
             Verdict::Process { ts, wm } => {
                 if ts != r.ts {
@@ -173,11 +177,10 @@ pub fn run(
         );
     }
 
-    let en = Enricher {
-        plan: &pack.number_plan,
-        registry,
-    };
+    let en = Enricher::new(&pack, registry);
     let mut router = Router {
+        en,
+        joiner: Joiner::new(&pack),
         wm: Watermark::new(pack.lateness_ms, pack.late_policy),
         input: String::new(),
         batch: Vec::with_capacity(BATCH),

@@ -208,17 +208,20 @@ fn gen_replay_score_through_the_binary_in_jsonl_and_parquet() {
             .unwrap()
             .clone()
     };
-    // The slice's rules catch the dodgers, on and off the clock hour, and harm nobody.
-    for name in ["dodger", "dodger_unaligned"] {
-        let p = pattern(name);
-        assert_eq!(p["acted"], p["entities"], "{name}: {p}");
-        assert!(p["median_minutes_to_act"].as_f64().unwrap() <= 180.0, "{name}: {p}");
+    // The default pack catches every abuse pattern within ten minutes of event time and
+    // harms nobody (the full acceptance, on 2 M records, is in the closing figures).
+    for p in s["patterns"].as_array().unwrap() {
+        let name = p["pattern"].as_str().unwrap();
+        if p["label"] == "abuse" {
+            assert_eq!(p["acted"], p["entities"], "{name}: {p}");
+            assert!(p["median_minutes_to_act"].as_f64().unwrap() <= 10.0, "{name}: {p}");
+        } else {
+            assert_eq!(p["acted"], 0, "{name}: {p}");
+        }
     }
     assert_eq!(s["overall"]["legitimate_harmed"], 0, "{s}");
     assert_eq!(s["overall"]["collateral"], 0, "{s}");
     assert_eq!(pattern("greeting")["acted"], 0);
-    // Patterns the slice has no rule for are not caught: the score says so.
-    assert_eq!(pattern("robocall")["acted"], 0);
     let table = String::from_utf8(anning(&["score", "--truth", &p("truth.jsonl"), "--actions", &p("a.jsonl")]).stdout).unwrap();
     assert!(table.lines().next().unwrap().starts_with("pattern"), "{table}");
     assert!(table.contains("\nprecision "), "{table}");

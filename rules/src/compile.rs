@@ -11,6 +11,8 @@ use crate::diag::{Diagnostic, Diags};
 use crate::duration::parse_duration_ms;
 use crate::model::*;
 use crate::raw::*;
+use crate::text::{Lexicon, MAX_CLASSES, bare, normalize};
+use crate::time::parse_rfc3339;
 
 /// Default address patterns (the number plan): subscriber = `1[3-9]` + 9 digits,
 /// port = `106…`, call centre = `95…`/`96…`.
@@ -38,6 +40,10 @@ pub fn compile(source: &str) -> Result<Pack, Vec<Diagnostic>> {
     let mut esc = None;
     let mut plan = None;
     let mut raw_rules = Vec::new();
+    let mut raw_classes = Vec::new();
+    let mut unsub = None;
+    let mut protect = None;
+    let mut raw_allows = Vec::new();
     for (key, value) in root.get_ref() {
         match key.get_ref().as_ref() {
             "pack" => meta = table_as::<RawPackMeta>(&mut d, "pack", value),
@@ -53,9 +59,34 @@ pub fn compile(source: &str) -> Result<Pack, Vec<Diagnostic>> {
                 }
                 _ => d.push(value.span(), "`rule` must be an array of tables: write `[[rule]]`"),
             },
+            "content" => match value.get_ref() {
+                DeValue::Table(t) => {
+                    for (name, v) in t.iter() {
+                        let what = format!("content.{}", name.get_ref());
+                        if let Some(c) = table_as::<RawContentClass>(&mut d, &what, v) {
+                            raw_classes.push((name.get_ref().to_string(), name.span(), v.span(), c));
+                        }
+                    }
+                }
+                _ => d.push(value.span(), "`content` must be a table of classes: write `[content.NAME]`"),
+            },
+            "unsubscribe" => unsub = table_as::<RawUnsubscribe>(&mut d, "unsubscribe", value),
+            "protect" => protect = table_as::<RawProtect>(&mut d, "protect", value),
+            "allow" => match value.get_ref() {
+                DeValue::Array(items) => {
+                    for item in items.iter() {
+                        if let Some(a) = table_as::<RawAllow>(&mut d, "allow", item) {
+                            raw_allows.push((item.span(), a));
+                        }
+                    }
+                }
+                _ => d.push(value.span(), "`allow` must be an array of tables: write `[[allow]]`"),
+            },
             other => d.push(
                 key.span(),
-                format!("unknown top-level key `{other}`; expected one of `pack`, `escalation`, `number_plan`, `rule`"),
+                format!(
+                    "unknown top-level key `{other}`; expected one of `pack`, `escalation`, `number_plan`, `content`, `unsubscribe`, `protect`, `allow`, `rule`"
+                ),
             ),
         }
     }
@@ -84,17 +115,37 @@ pub fn compile(source: &str) -> Result<Pack, Vec<Diagnostic>> {
             }
         },
     };
+    let dlr_join_ms = meta
+        .as_ref()
+        .and_then(|m| m.dlr_join.as_ref())
+        .and_then(|l| duration(&mut d, "dlr_join", l, true))
+        .unwrap_or(15 * 60_000);
     let escalation = compile_escalation(&mut d, esc);
     let number_plan = compile_plan(&mut d, plan);
+    let lexicon = compile_content(&mut d, raw_classes);
+    let unsubscribe_words = compile_unsubscribe(&mut d, unsub);
+    let protect = match protect.and_then(|p| p.port_classes) {
+        None => PortClass::Otp.bit() | PortClass::Notify.bit(),
+        Some(list) if list.get_ref().is_empty() => 0,
+        Some(list) => mask(
+            &mut d,
+            "protect.port_classes",
+            &Some(list),
+            PortClass::from_name,
+            PortClass::bit,
+            PortClass::names,
+        ),
+    };
 
     let mut dims: Vec<Dim> = Vec::new();
     let mut rules: Vec<Rule> = Vec::new();
     let mut seen_ids: Vec<String> = Vec::new();
     for (span, raw) in raw_rules {
-        if let Some(rule) = compile_rule(&mut d, span, raw, &mut dims, &mut seen_ids) {
+        if let Some(rule) = compile_rule(&mut d, span, raw, &lexicon, &mut dims, &mut seen_ids) {
             rules.push(rule);
         }
     }
+    let allow = compile_allows(&mut d, raw_allows, &mut dims);
 
     if d.items.is_empty() {
         Ok(Pack {
@@ -106,6 +157,11 @@ pub fn compile(source: &str) -> Result<Pack, Vec<Diagnostic>> {
             number_plan,
             dims,
             rules,
+            lexicon,
+            unsubscribe_words,
+            protect,
+            allow,
+            dlr_join_ms,
         })
     } else {
         Err(d.into_sorted())
@@ -242,7 +298,7 @@ fn mask<T: Copy>(
     if list.get_ref().is_empty() {
         d.push(
             list.span(),
-            format!("`when.{field}` is empty, so the rule could never match; remove it to match any"),
+            format!("`{field}` is empty, so the rule could never match; remove it to match any"),
         );
         return 0;
     }
@@ -252,14 +308,21 @@ fn mask<T: Copy>(
             Some(v) => m |= bit(v),
             None => d.push(
                 item.span(),
-                format!("`when.{field}`: unknown value \"{}\"; known: {}", item.get_ref(), names()),
+                format!("`{field}`: unknown value \"{}\"; known: {}", item.get_ref(), names()),
             ),
         }
     }
     m
 }
 
-fn compile_rule(d: &mut Diags, span: Range<usize>, raw: RawRule, dims: &mut Vec<Dim>, seen_ids: &mut Vec<String>) -> Option<Rule> {
+fn compile_rule(
+    d: &mut Diags,
+    span: Range<usize>,
+    raw: RawRule,
+    lexicon: &Lexicon,
+    dims: &mut Vec<Dim>,
+    seen_ids: &mut Vec<String>,
+) -> Option<Rule> {
     let before = d.items.len();
     let id = match &raw.id {
         None => {
@@ -305,24 +368,7 @@ fn compile_rule(d: &mut Diags, span: Range<usize>, raw: RawRule, dims: &mut Vec<
 
     let filter = match &raw.when {
         None => Filter::ANY,
-        Some(w) => {
-            let w = w.get_ref();
-            Filter {
-                kinds: mask(d, "type", &w.kind, RecordKind::from_name, RecordKind::bit, RecordKind::names),
-                src_class: mask(d, "src_class", &w.src_class, AddrClass::from_name, AddrClass::bit, AddrClass::names),
-                dst_class: mask(d, "dst_class", &w.dst_class, AddrClass::from_name, AddrClass::bit, AddrClass::names),
-                port_class: mask(
-                    d,
-                    "port_class",
-                    &w.port_class,
-                    PortClass::from_name,
-                    PortClass::bit,
-                    PortClass::names,
-                ),
-                status: mask(d, "status", &w.status, DlrStatus::from_name, DlrStatus::bit, DlrStatus::names),
-                answered: w.answered.as_ref().map(|a| *a.get_ref()),
-            }
-        }
+        Some(w) => compile_when(d, "when", w.get_ref(), lexicon),
     };
 
     let window_ms = match &raw.window {
@@ -353,20 +399,11 @@ fn compile_rule(d: &mut Diags, span: Range<usize>, raw: RawRule, dims: &mut Vec<
     let kind_name = raw.kind.as_ref().map(|k| k.get_ref().as_str());
     let kind = match kind_name {
         None => {
-            missing(d, &span, &who, "kind", " (\"rate\" or \"near_limit\")");
+            missing(d, &span, &who, "kind", " (\"rate\", \"near_limit\", \"ratio\" or \"unsubscribe\")");
             None
         }
         Some("rate") => {
-            for (set, f) in [
-                (raw.limit.as_ref().map(|v| v.span()), "limit"),
-                (raw.band.as_ref().map(|v| v.span()), "band"),
-                (raw.k.as_ref().map(|v| v.span()), "k"),
-                (raw.n.as_ref().map(|v| v.span()), "n"),
-            ] {
-                if let Some(span) = set {
-                    not_for(d, span, f, "rate");
-                }
-            }
+            only_for(d, &raw, "rate", &["threshold", "distinct", "sequential"]);
             let threshold = positive(d, &who, &span, "threshold", &raw.threshold);
             let distinct = raw.distinct.as_ref().and_then(|v| match Field::from_name(v.get_ref()) {
                 Some(f) => Some(f),
@@ -382,17 +419,81 @@ fn compile_rule(d: &mut Diags, span: Range<usize>, raw: RawRule, dims: &mut Vec<
                     None
                 }
             });
-            threshold.map(|threshold| RuleKind::Rate { threshold, distinct })
+            let sequential = raw
+                .sequential
+                .as_ref()
+                .and_then(|_| positive(d, &who, &span, "sequential", &raw.sequential));
+            threshold.map(|threshold| RuleKind::Rate {
+                threshold,
+                distinct,
+                sequential,
+            })
+        }
+        Some("ratio") => {
+            only_for(d, &raw, "ratio", &["numerator", "ratio", "min", "below"]);
+            let numerator = match &raw.numerator {
+                None => {
+                    missing(
+                        d,
+                        &span,
+                        &who,
+                        "numerator",
+                        " (which of the counted records to divide, e.g. numerator = { status = [\"undeliverable\"] })",
+                    );
+                    None
+                }
+                Some(w) => Some(compile_when(d, "numerator", w.get_ref(), lexicon)),
+            };
+            let ratio = match &raw.ratio {
+                None => {
+                    missing(d, &span, &who, "ratio", " (e.g. ratio = 0.5)");
+                    None
+                }
+                Some(r) if !(r.get_ref().0 > 0.0 && r.get_ref().0.is_finite()) => {
+                    d.push(r.span(), format!("`ratio` = {} must be a positive number", r.get_ref().0));
+                    None
+                }
+                Some(r) => Some(r.get_ref().0),
+            };
+            let min = positive(d, &who, &span, "min", &raw.min);
+            let below = raw.below.as_ref().is_some_and(|b| *b.get_ref());
+            match (numerator, ratio, min) {
+                (Some(numerator), Some(ratio), Some(min)) => Some(RuleKind::Ratio {
+                    numerator,
+                    ratio,
+                    min,
+                    below,
+                }),
+                _ => None,
+            }
+        }
+        Some("unsubscribe") => {
+            only_for(d, &raw, "unsubscribe", &["threshold", "grace", "remember"]);
+            if let (Some(dim), Some(v)) = (&dim, &raw.dim)
+                && dim.parts != [Field::Sig]
+            {
+                d.push(v.span(), format!("`dim` = \"{}\": an unsubscribe rule keys by `sig`", v.get_ref()));
+            }
+            let threshold = positive(d, &who, &span, "threshold", &raw.threshold);
+            let grace_ms = match &raw.grace {
+                None => Some(10 * 60_000),
+                Some(v) => duration(d, "grace", v, true),
+            };
+            let remember_ms = match &raw.remember {
+                None => Some(30 * 86_400_000),
+                Some(v) => duration(d, "remember", v, false),
+            };
+            match (threshold, grace_ms, remember_ms) {
+                (Some(threshold), Some(grace_ms), Some(remember_ms)) => Some(RuleKind::Unsubscribe {
+                    grace_ms,
+                    remember_ms,
+                    threshold,
+                }),
+                _ => None,
+            }
         }
         Some("near_limit") => {
-            for (set, f) in [
-                (raw.threshold.as_ref().map(|v| v.span()), "threshold"),
-                (raw.distinct.as_ref().map(|v| v.span()), "distinct"),
-            ] {
-                if let Some(span) = set {
-                    not_for(d, span, f, "near_limit");
-                }
-            }
+            only_for(d, &raw, "near_limit", &["limit", "band", "k", "n"]);
             let limit = positive(d, &who, &span, "limit", &raw.limit);
             let band = match &raw.band {
                 None => {
@@ -444,35 +545,294 @@ fn compile_rule(d: &mut Diags, span: Range<usize>, raw: RawRule, dims: &mut Vec<
             let v = raw.kind.as_ref().unwrap();
             d.push(
                 v.span(),
-                format!("`kind` = \"{other}\" is not a rule kind; known: rate, near_limit"),
+                format!("`kind` = \"{other}\" is not a rule kind; known: rate, near_limit, ratio, unsubscribe"),
             );
             None
         }
     };
 
     let ladder = compile_ladder(d, &who, &span, &raw.ladder);
+    let mut targets = Vec::new();
+    if let Some(list) = &raw.targets {
+        if list.get_ref().is_empty() {
+            d.push(list.span(), "`targets` is empty; remove it to act on the rule's own key");
+        }
+        for t in list.get_ref() {
+            match Dim::parse(t.get_ref()) {
+                Ok(dim) => targets.push(dim),
+                Err(msg) => d.push(t.span(), format!("`targets`: {msg}")),
+            }
+        }
+    }
+    let misuse = raw.misuse.as_ref().is_some_and(|m| *m.get_ref());
 
     if d.items.len() > before {
         return None;
     }
     let (dim, window_ms, slide_ms, kind, ladder) = (dim?, window_ms?, slide_ms?, kind?, ladder?);
-    let dim_index = match dims.iter().position(|x| *x == dim) {
-        Some(i) => i,
-        None => {
-            dims.push(dim);
-            dims.len() - 1
-        }
-    };
+    let dim = dim_index(dims, dim);
+    let targets = targets.into_iter().map(|t| dim_index(dims, t)).collect();
     Some(Rule {
         id,
         description: raw.description.map(|s| s.into_inner()).unwrap_or_default(),
-        dim: dim_index,
+        dim,
         filter,
         window_ms,
         slide_ms,
         kind,
         ladder,
+        targets,
+        misuse,
     })
+}
+
+fn dim_index(dims: &mut Vec<Dim>, dim: Dim) -> usize {
+    match dims.iter().position(|x| *x == dim) {
+        Some(i) => i,
+        None => {
+            dims.push(dim);
+            dims.len() - 1
+        }
+    }
+}
+
+/// Reports each kind-specific field set on a rule whose kind does not use it.
+fn only_for(d: &mut Diags, raw: &RawRule, kind: &str, allowed: &[&str]) {
+    let set = [
+        (raw.threshold.as_ref().map(|v| v.span()), "threshold"),
+        (raw.distinct.as_ref().map(|v| v.span()), "distinct"),
+        (raw.sequential.as_ref().map(|v| v.span()), "sequential"),
+        (raw.limit.as_ref().map(|v| v.span()), "limit"),
+        (raw.band.as_ref().map(|v| v.span()), "band"),
+        (raw.k.as_ref().map(|v| v.span()), "k"),
+        (raw.n.as_ref().map(|v| v.span()), "n"),
+        (raw.numerator.as_ref().map(|v| v.span()), "numerator"),
+        (raw.ratio.as_ref().map(|v| v.span()), "ratio"),
+        (raw.min.as_ref().map(|v| v.span()), "min"),
+        (raw.below.as_ref().map(|v| v.span()), "below"),
+        (raw.grace.as_ref().map(|v| v.span()), "grace"),
+        (raw.remember.as_ref().map(|v| v.span()), "remember"),
+    ];
+    for (span, field) in set {
+        if let Some(span) = span
+            && !allowed.contains(&field)
+        {
+            not_for(d, span, field, kind);
+        }
+    }
+}
+
+/// Compiles a `when`-style filter (`when`, a ratio's `numerator`).
+fn compile_when(d: &mut Diags, what: &str, w: &RawWhen, lexicon: &Lexicon) -> Filter {
+    let f = |field: &str| format!("{what}.{field}");
+    let content = match &w.content {
+        None => u8::MAX,
+        Some(list) if list.get_ref().is_empty() => {
+            d.push(
+                list.span(),
+                format!("`{}` is empty, so the rule could never match; remove it to match any", f("content")),
+            );
+            0
+        }
+        Some(list) => {
+            let mut m = 0;
+            for item in list.get_ref() {
+                match lexicon.bit(item.get_ref()) {
+                    Some(b) => m |= b,
+                    None => {
+                        let known: Vec<&str> = lexicon.classes.iter().map(|(n, _)| n.as_str()).collect();
+                        d.push(
+                            item.span(),
+                            format!(
+                                "`{}`: no content class \"{}\"; defined: {}",
+                                f("content"),
+                                item.get_ref(),
+                                if known.is_empty() {
+                                    "none (add a [content.NAME] table)".to_string()
+                                } else {
+                                    known.join(", ")
+                                }
+                            ),
+                        );
+                    }
+                }
+            }
+            m
+        }
+    };
+    Filter {
+        kinds: mask(d, &f("type"), &w.kind, RecordKind::from_name, RecordKind::bit, RecordKind::names),
+        src_class: mask(
+            d,
+            &f("src_class"),
+            &w.src_class,
+            AddrClass::from_name,
+            AddrClass::bit,
+            AddrClass::names,
+        ),
+        dst_class: mask(
+            d,
+            &f("dst_class"),
+            &w.dst_class,
+            AddrClass::from_name,
+            AddrClass::bit,
+            AddrClass::names,
+        ),
+        port_class: mask(
+            d,
+            &f("port_class"),
+            &w.port_class,
+            PortClass::from_name,
+            PortClass::bit,
+            PortClass::names,
+        ),
+        status: mask(d, &f("status"), &w.status, DlrStatus::from_name, DlrStatus::bit, DlrStatus::names),
+        answered: w.answered.as_ref().map(|a| *a.get_ref()),
+        content,
+        licensed: w.licensed.as_ref().map(|a| *a.get_ref()),
+        err: w.err.as_ref().map(|l| l.get_ref().iter().map(|e| e.get_ref().clone()).collect()),
+        max_dur: match &w.max_dur {
+            None => None,
+            Some(m) if !(m.get_ref().0 > 0.0 && m.get_ref().0.is_finite()) => {
+                d.push(
+                    m.span(),
+                    format!("`{}` = {} must be a positive number of seconds", f("max_dur"), m.get_ref().0),
+                );
+                None
+            }
+            Some(m) => Some(m.get_ref().0),
+        },
+    }
+}
+
+fn compile_content(d: &mut Diags, raw: Vec<(String, Range<usize>, Range<usize>, RawContentClass)>) -> Lexicon {
+    let mut classes = Vec::new();
+    if raw.len() > MAX_CLASSES {
+        d.push(raw[MAX_CLASSES].1.clone(), format!("at most {MAX_CLASSES} content classes"));
+    }
+    for (name, name_span, span, c) in raw.into_iter().take(MAX_CLASSES) {
+        let who = format!("content class `{name}`");
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            d.push(
+                name_span,
+                format!("content class name \"{name}\" must be letters, digits, `-` or `_`"),
+            );
+        }
+        let terms: Vec<String> = match &c.terms {
+            None => {
+                missing(d, &span, &who, "terms", " (e.g. terms = [\"退订\", \"t.cn/\"])");
+                continue;
+            }
+            Some(list) => {
+                let mut out = Vec::new();
+                for t in list.get_ref() {
+                    let n = normalize(t.get_ref());
+                    if n.trim().is_empty() {
+                        d.push(t.span(), format!("{who}: empty term"));
+                    } else if !out.contains(&n) {
+                        out.push(n);
+                    }
+                }
+                out
+            }
+        };
+        let min = match &c.min {
+            None => 1,
+            Some(m) if *m.get_ref() < 1 || *m.get_ref() as usize > terms.len().max(1) => {
+                d.push(
+                    m.span(),
+                    format!("`min` = {} must be between 1 and the {} distinct terms", m.get_ref(), terms.len()),
+                );
+                1
+            }
+            Some(m) => *m.get_ref() as u32,
+        };
+        classes.push((name, terms, min));
+    }
+    Lexicon::new(classes)
+}
+
+/// Default unsubscribe words (contract/records.md and common practice).
+pub const DEFAULT_UNSUBSCRIBE: &[&str] = &["TD", "T", "N", "Q", "R", "QXFS", "BK", "退订", "取消", "退订短信"];
+
+fn compile_unsubscribe(d: &mut Diags, raw: Option<RawUnsubscribe>) -> Vec<String> {
+    let Some(list) = raw.and_then(|u| u.words) else {
+        return DEFAULT_UNSUBSCRIBE.iter().map(|w| bare(w)).collect();
+    };
+    let mut out = Vec::new();
+    for w in list.get_ref() {
+        let b = bare(w.get_ref());
+        if b.is_empty() {
+            d.push(
+                w.span(),
+                format!("unsubscribe word \"{}\" is only spaces or punctuation", w.get_ref()),
+            );
+        } else if !out.contains(&b) {
+            out.push(b);
+        }
+    }
+    out
+}
+
+fn compile_allows(d: &mut Diags, raw: Vec<(Range<usize>, RawAllow)>, dims: &mut Vec<Dim>) -> Vec<Allow> {
+    let mut out = Vec::new();
+    for (span, a) in raw {
+        let who = "allowlist entry";
+        let before = d.items.len();
+        let dim = match &a.dim {
+            None => {
+                missing(d, &span, who, "dim", " (e.g. dim = \"src\")");
+                None
+            }
+            Some(v) => Dim::parse(v.get_ref()).map_err(|m| d.push(v.span(), format!("`dim`: {m}"))).ok(),
+        };
+        let key = match &a.key {
+            Some(k) if !k.get_ref().is_empty() => Some(k.get_ref().clone()),
+            Some(k) => {
+                d.push(k.span(), "`key` is empty");
+                None
+            }
+            None => {
+                missing(d, &span, who, "key", "");
+                None
+            }
+        };
+        let until = match &a.until {
+            None => {
+                missing(d, &span, who, "until", " (an RFC 3339 time: entries expire)");
+                None
+            }
+            Some(u) => parse_rfc3339(u.get_ref())
+                .map_err(|m| d.push(u.span(), format!("`until` = \"{}\": {m}", u.get_ref())))
+                .ok(),
+        };
+        let text = |d: &mut Diags, v: &S<String>, field: &str| match v {
+            Some(s) if !s.get_ref().trim().is_empty() => Some(s.get_ref().clone()),
+            Some(s) => {
+                d.push(s.span(), format!("`{field}` is empty"));
+                None
+            }
+            None => {
+                missing(d, &span, who, field, "");
+                None
+            }
+        };
+        let reason = text(d, &a.reason, "reason");
+        let author = text(d, &a.author, "author");
+        if d.items.len() > before {
+            continue;
+        }
+        if let (Some(dim), Some(key), Some(until), Some(reason), Some(author)) = (dim, key, until, reason, author) {
+            out.push(Allow {
+                dim: dim_index(dims, dim),
+                key,
+                until,
+                reason,
+                author,
+            });
+        }
+    }
+    out
 }
 
 fn not_for(d: &mut Diags, span: Range<usize>, field: &str, kind: &str) {

@@ -12,12 +12,16 @@
 //! - [`raw`]: the serde form of a pack, every field optional and spanned.
 //! - [`compile`](mod@compile): raw → validated, collecting every error.
 //! - [`model`]: the compiled pack: dimensions, filters, rule kinds, ladders, number plan.
+//! - [`text`]: text normalisation, content classes, unsubscribe words, fingerprints.
+//! - [`time`]: RFC 3339 timestamps.
 
 pub mod compile;
 pub mod diag;
 pub mod duration;
 pub mod model;
 pub mod raw;
+pub mod text;
+pub mod time;
 
 use std::fmt;
 use std::path::Path;

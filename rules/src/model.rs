@@ -21,10 +21,12 @@ pub enum Field {
     Imei,
     Gw,
     Tpl,
+    /// Content fingerprint of `text` ([`crate::text::fingerprint`]), else the record's `tpl`.
+    Fp,
 }
 
 impl Field {
-    pub const ALL: [Field; 9] = [
+    pub const ALL: [Field; 10] = [
         Field::Port,
         Field::Sig,
         Field::Src,
@@ -34,6 +36,7 @@ impl Field {
         Field::Imei,
         Field::Gw,
         Field::Tpl,
+        Field::Fp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Field {
             Field::Imei => "imei",
             Field::Gw => "gw",
             Field::Tpl => "tpl",
+            Field::Fp => "fp",
         }
     }
 
@@ -167,6 +171,16 @@ pub struct Filter {
     pub status: u8,
     /// Calls only: answered or not; `None` = either.
     pub answered: Option<bool>,
+    /// Content classes (bits of [`Pack::lexicon`]): the text must be in at least one.
+    pub content: u8,
+    /// `sms` only: whether the signature is licensed on the port (registry); `None` = either.
+    /// A port message is unlicensed when its port is not in the registry or its signature is
+    /// not among the port's.
+    pub licensed: Option<bool>,
+    /// Delivery-report `err` values; `None` = any (records without `err` never match a list).
+    pub err: Option<Vec<String>>,
+    /// Calls only: conversation shorter than this many seconds.
+    pub max_dur: Option<f64>,
 }
 
 impl Filter {
@@ -177,6 +191,10 @@ impl Filter {
         port_class: u8::MAX,
         status: u8::MAX,
         answered: None,
+        content: u8::MAX,
+        licensed: None,
+        err: None,
+        max_dur: None,
     };
 }
 
@@ -206,8 +224,26 @@ impl Step {
 /// What a rule measures and when it fires.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RuleKind {
-    /// Count (or distinct count of `distinct`) over the sliding window ≥ `threshold`.
-    Rate { threshold: u64, distinct: Option<Field> },
+    /// Count (or distinct count of `distinct`) over the sliding window ≥ `threshold`. With
+    /// `sequential = Some(d)` only records whose `dst` is within `d` of the key's previous
+    /// `dst` count (a sweep through consecutive numbers).
+    Rate {
+        threshold: u64,
+        distinct: Option<Field>,
+        sequential: Option<u64>,
+    },
+    /// Over the sliding window, records matching `numerator` ÷ records matching the rule's
+    /// `when` (at least `min` of them) ≥ `ratio` (≤ when `below`).
+    Ratio {
+        numerator: Filter,
+        ratio: f64,
+        min: u64,
+        below: bool,
+    },
+    /// Messages of a signature (the dim) to subscribers who replied an unsubscribe word to
+    /// one of its ports more than `grace_ms` earlier; unsubscribes are remembered for
+    /// `remember_ms`. Fires when violations in the window reach `threshold`.
+    Unsubscribe { grace_ms: i64, remember_ms: i64, threshold: u64 },
     /// Window counts in `[lo, limit)` in at least `k` of the last `n` back-to-back windows,
     /// evaluated at every slide step (so any phase of the hour is covered).
     NearLimit { limit: u64, lo: u64, band: f64, k: u32, n: u32 },
@@ -218,6 +254,8 @@ impl RuleKind {
         match self {
             RuleKind::Rate { .. } => "rate",
             RuleKind::NearLimit { .. } => "near_limit",
+            RuleKind::Ratio { .. } => "ratio",
+            RuleKind::Unsubscribe { .. } => "unsubscribe",
         }
     }
 }
@@ -239,6 +277,13 @@ pub struct Rule {
     /// Escalation ladder: index = target's offence level − 1; past the end the last step
     /// repeats with its duration multiplied by the pack's escalation factor.
     pub ladder: Vec<Step>,
+    /// Indices into [`Pack::dims`] of the targets acted on, taken from the record that tips
+    /// the rule (and from each later matching record while the condition holds); empty =
+    /// the rule's own key.
+    pub targets: Vec<usize>,
+    /// A misuse rule may throttle or suspend ports of the pack's protected classes; any
+    /// other rule only alerts on them.
+    pub misuse: bool,
 }
 
 impl Rule {
@@ -286,6 +331,18 @@ pub struct Escalation {
     pub max_ms: i64,
 }
 
+/// An allowlist entry: no throttle or suspension of `key` of `dim` before `until`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allow {
+    /// Index into [`Pack::dims`].
+    pub dim: usize,
+    pub key: String,
+    /// Event time (ms) the entry expires.
+    pub until: i64,
+    pub reason: String,
+    pub author: String,
+}
+
 /// A compiled rule pack.
 #[derive(Debug, Clone)]
 pub struct Pack {
@@ -300,6 +357,23 @@ pub struct Pack {
     /// The distinct dimensions the rules key by; rules refer to them by index.
     pub dims: Vec<Dim>,
     pub rules: Vec<Rule>,
+    /// Content classes for `when.content`.
+    pub lexicon: crate::text::Lexicon,
+    /// Unsubscribe words, as [`crate::text::bare`] gives them.
+    pub unsubscribe_words: Vec<String>,
+    /// Port classes (mask) that only misuse rules may throttle or suspend.
+    pub protect: u8,
+    pub allow: Vec<Allow>,
+    /// How long a port message is remembered so a delivery report without `src` can be
+    /// joined to it by `ref`.
+    pub dlr_join_ms: i64,
+}
+
+impl Pack {
+    /// Whether any rule keys state by or targets the content fingerprint.
+    pub fn uses_fingerprint(&self) -> bool {
+        self.dims.iter().any(|d| d.parts.contains(&Field::Fp))
+    }
 }
 
 impl Pack {

@@ -41,6 +41,40 @@ pub struct RawPackMeta {
     pub description: S<String>,
     pub lateness: S<String>,
     pub late_policy: S<String>,
+    pub dlr_join: S<String>,
+}
+
+/// `[content.NAME]`: a content class.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContentClass {
+    pub terms: S<Vec<Spanned<String>>>,
+    pub min: S<i64>,
+}
+
+/// `[unsubscribe]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnsubscribe {
+    pub words: S<Vec<Spanned<String>>>,
+}
+
+/// `[protect]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProtect {
+    pub port_classes: S<Vec<Spanned<String>>>,
+}
+
+/// `[[allow]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAllow {
+    pub dim: S<String>,
+    pub key: S<String>,
+    pub until: S<String>,
+    pub reason: S<String>,
+    pub author: S<String>,
 }
 
 /// `[escalation]`
@@ -72,6 +106,10 @@ pub struct RawWhen {
     pub port_class: S<Vec<Spanned<String>>>,
     pub status: S<Vec<Spanned<String>>>,
     pub answered: S<bool>,
+    pub content: S<Vec<Spanned<String>>>,
+    pub licensed: S<bool>,
+    pub err: S<Vec<Spanned<String>>>,
+    pub max_dur: S<Num>,
 }
 
 /// One rung of `ladder = [ … ]`.
@@ -103,5 +141,18 @@ pub struct RawRule {
     pub band: S<Num>,
     pub k: S<i64>,
     pub n: S<i64>,
+    // rate
+    pub sequential: S<i64>,
+    // ratio
+    pub numerator: S<RawWhen>,
+    pub ratio: S<Num>,
+    pub min: S<i64>,
+    pub below: S<bool>,
+    // unsubscribe
+    pub grace: S<String>,
+    pub remember: S<String>,
+    // any kind
+    pub targets: S<Vec<Spanned<String>>>,
+    pub misuse: S<bool>,
     pub ladder: S<Vec<Spanned<RawStep>>>,
 }

@@ -52,8 +52,8 @@ fn every_error_is_reported_at_its_place() {
         errors(MANY_MISTAKES),
         &[
             "p.toml:3:12: `lateness`: `5x`: unknown unit `x` (ms, s, m, h, d, w)",
-            "p.toml:4:1: in `pack`: unknown field `colour`, expected one of `name`, `description`, `lateness`, `late_policy`",
-            "p.toml:9:7: `dim`: unknown dimension `bogus` in `src+bogus`; known: port, sig, src, dst, sp, cell, imei, gw, tpl",
+            "p.toml:4:1: in `pack`: unknown field `colour`, expected one of `name`, `description`, `lateness`, `late_policy`, `dlr_join`",
+            "p.toml:9:7: `dim`: unknown dimension `bogus` in `src+bogus`; known: port, sig, src, dst, sp, cell, imei, gw, tpl, fp",
             "p.toml:11:9: `slide` = \"7m\" does not divide `window` evenly",
             "p.toml:13:8: `band` = 1.5 must be between 0 and 1 (exclusive)",
             "p.toml:14:5: `k` = 7 is more than `n` = 6; the rule could never fire",
@@ -64,7 +64,7 @@ fn every_error_is_reported_at_its_place() {
             "p.toml:20:1: rule `a` has no `window` (e.g. window = \"1h\")",
             "p.toml:20:1: rule `a` has no `slide` (the window's resolution, e.g. slide = \"1m\")",
             "p.toml:21:6: `id` = \"a\" is used by an earlier rule; rule ids must be unique",
-            "p.toml:24:1: in `rule`: unknown field `windw`, expected one of `id`, `kind`, `description`, `dim`, `when`, `window`, `slide`, `threshold`, `distinct`, `limit`, `band`, `k`, `n`, `ladder`",
+            "p.toml:24:1: in `rule`: unknown field `windw`, expected one of `id`, `kind`, `description`, `dim`, `when`, `window`, `slide`, `threshold`, `distinct`, `limit`, `band`, `k`, `n`, `sequential`, `numerator`, `ratio`, `min`, `below`, `grace`, `remember`, `targets`, `misuse`, `ladder`",
             "p.toml:25:13: `threshold`: invalid type: string \"many\", expected i64",
             "p.toml:26:10: `ladder` is empty; give at least one step",
         ],
@@ -108,6 +108,8 @@ fn missing_required_fields_point_at_the_rule() {
 fn unknown_top_level_key() {
     assert_lines(
         errors("[rules]\nx = 1\n"),
-        &["p.toml:1:2: unknown top-level key `rules`; expected one of `pack`, `escalation`, `number_plan`, `rule`"],
+        &[
+            "p.toml:1:2: unknown top-level key `rules`; expected one of `pack`, `escalation`, `number_plan`, `content`, `unsubscribe`, `protect`, `allow`, `rule`",
+        ],
     );
 }

@@ -9,7 +9,8 @@ fn default_pack_compiles_with_the_published_limit() {
         limit.kind,
         RuleKind::Rate {
             threshold: 200,
-            distinct: None
+            distinct: None,
+            sequential: None,
         }
     );
     assert_eq!(limit.window_ms, 3_600_000);

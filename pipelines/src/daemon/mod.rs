@@ -32,7 +32,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anning_detector::watermark::Partitioned;
-use anning_detector::{Action, Engine, Enricher, Record, RecordBuilder, Registry, Verdict};
+use anning_detector::{Action, Engine, Enricher, Joiner, Record, RecordBuilder, Registry, Verdict};
 use anning_rules::Pack;
 use anyhow::{Context as _, Result, bail};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
@@ -351,10 +351,8 @@ pub fn run(cfg: &DaemonConfig, pack: Arc<Pack>, registry: &Registry, metrics: Ar
     }
     drop(rtx);
 
-    let en = Enricher {
-        plan: &pack.number_plan,
-        registry,
-    };
+    let en = Enricher::new(&pack, registry);
+    let mut joiner = Joiner::new(&pack);
     let mut wm = Partitioned::new(pack.lateness_ms, pack.late_policy);
     let mut builder = RecordBuilder::default();
     let mut caught_up: BTreeSet<i32> = BTreeSet::new();
@@ -403,7 +401,8 @@ pub fn run(cfg: &DaemonConfig, pack: Arc<Pack>, registry: &Registry, metrics: Ar
             }
             let ingested_ms = m.timestamp().to_millis().unwrap_or_else(now_ms);
             match decode(m.payload(), &mut builder, en) {
-                Ok(mut rec) => {
+                Ok(rec) => {
+                    let mut rec = joiner.apply(rec, en);
                     metrics.records_in[rec.kind as usize].fetch_add(1, Relaxed);
                     match wm.observe(m.partition(), rec.ts) {
                         Verdict::Process { ts, wm } => {

@@ -1,0 +1,98 @@
+//! Joins made in input order, before records are routed to shards: a delivery report
+//! without `src` gets the addresses of the message it reports on (by `ref`), and a reply to
+//! a port without a registered signature gets the signature the port last sent.
+//!
+//! Both are lookups into what earlier records said, so they depend on input order: replay
+//! reads files in order; the daemon joins within what it has consumed, so a report that
+//! arrives before its message (or after [`Pack::dlr_join_ms`]) stays without a port.
+
+use std::collections::{HashMap, VecDeque};
+
+use anning_rules::{AddrClass, Pack, RecordKind};
+
+use crate::record::{Enricher, Record, Slot};
+
+/// Most ports whose last signature is remembered.
+const MAX_PORT_SIGS: usize = 1 << 20;
+
+#[derive(Debug, Default)]
+pub struct Joiner {
+    keep_ms: i64,
+    /// xxh3(message id) → (src, dst, ts) of recent port messages.
+    messages: HashMap<u64, (Box<str>, Box<str>)>,
+    order: VecDeque<(i64, u64)>,
+    /// Port → the signature it last sent.
+    port_sigs: HashMap<Box<str>, Box<str>>,
+    /// Reports given addresses, replies given a learned signature.
+    pub joined_reports: u64,
+    pub learned_sigs: u64,
+}
+
+impl Joiner {
+    pub fn new(pack: &Pack) -> Self {
+        Joiner {
+            keep_ms: pack.dlr_join_ms,
+            ..Default::default()
+        }
+    }
+
+    /// Remembers what `r` tells about ports and returns it, joined where it lacked something.
+    pub fn apply(&mut self, r: Record, en: Enricher<'_>) -> Record {
+        match r.kind {
+            RecordKind::Sms if r.src_class == AddrClass::Port => {
+                let (Some(src), Some(dst)) = (r.src(), r.dst()) else { return r };
+                if self.keep_ms > 0
+                    && let Some(id) = r.id()
+                {
+                    let h = xxhash_rust::xxh3::xxh3_64(id.as_bytes());
+                    self.messages.insert(h, (src.into(), dst.into()));
+                    self.order.push_back((r.ts, h));
+                    self.expire(r.ts);
+                }
+                if let Some(sig) = r.get(Slot::Sig)
+                    && self.port_sigs.get(src).is_none_or(|s| **s != *sig)
+                    && (self.port_sigs.len() < MAX_PORT_SIGS || self.port_sigs.contains_key(src))
+                {
+                    self.port_sigs.insert(src.into(), sig.into());
+                }
+                r
+            }
+            RecordKind::Sms if r.dst_class == AddrClass::Port && r.get(Slot::Sig).is_none() => {
+                match r.dst().and_then(|d| self.port_sigs.get(d)) {
+                    Some(sig) => {
+                        self.learned_sigs += 1;
+                        let sig = sig.clone();
+                        r.rebuild(en, |b| b.set(Slot::Sig, &sig))
+                    }
+                    None => r,
+                }
+            }
+            RecordKind::Dlr if r.src().is_none() => {
+                let Some(id) = r.get(Slot::Ref) else { return r };
+                let h = xxhash_rust::xxh3::xxh3_64(id.as_bytes());
+                match self.messages.get(&h) {
+                    Some((src, dst)) => {
+                        self.joined_reports += 1;
+                        let (src, dst) = (src.clone(), dst.clone());
+                        r.rebuild(en, |b| {
+                            b.set(Slot::Src, &src);
+                            b.set(Slot::Dst, &dst);
+                        })
+                    }
+                    None => r,
+                }
+            }
+            _ => r,
+        }
+    }
+
+    fn expire(&mut self, now: i64) {
+        while let Some(&(ts, h)) = self.order.front() {
+            if ts > now - self.keep_ms {
+                break;
+            }
+            self.order.pop_front();
+            self.messages.remove(&h);
+        }
+    }
+}

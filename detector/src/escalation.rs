@@ -63,9 +63,12 @@ pub struct Active {
 }
 
 impl Active {
-    /// Whether this action, still in force at `ts`, already covers `step`.
+    /// Whether this action, still in force at `ts`, already covers `step`: a stronger
+    /// action covers a weaker one, an equal throttle or suspension covers another; an alert
+    /// never covers another rule's alert (the NOC hears of each rule that fired).
     pub fn covers(&self, step: &Step, ts: i64) -> bool {
-        self.until > ts && self.step.strength() >= step.strength()
+        let (mine, theirs) = (self.step.strength(), step.strength());
+        self.until > ts && (mine > theirs || (mine == theirs && step.action != anning_rules::ActionKind::Alert))
     }
 }
 

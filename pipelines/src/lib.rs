@@ -5,6 +5,7 @@
 //! - [`decode`]: JSON Lines, CSV and Parquet → records; rejects with reasons and positions.
 //! - [`source`]: reading inputs in order.
 //! - [`runtime`]: router + shard workers over crossbeam channels; deterministic merge.
+//! - [`rules_test`]: `anning rules test`, rule tests beside a pack.
 //! - [`summary`]: the replay summary on stderr.
 //! - [`score`]: actions against the generator's truth (`anning score`).
 //! - [`synth_out`]: generated traffic as Parquet (`anning gen --out x.parquet`).
@@ -14,6 +15,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod decode;
+pub mod rules_test;
 pub mod runtime;
 pub mod score;
 pub mod source;

@@ -6,5 +6,6 @@ mod daemon;
 mod determinism;
 mod formats;
 mod golden;
+mod rules_test;
 mod score;
 mod util;

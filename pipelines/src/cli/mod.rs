@@ -250,6 +250,15 @@ pub enum RulesCommand {
         /// The pack file (TOML).
         path: PathBuf,
     },
+    /// Run a pack's rule tests: records in, expected actions out (NAME.tests.toml beside
+    /// NAME.toml, or the test file itself).
+    Test {
+        /// The pack (its NAME.tests.toml is run) or a .tests.toml file.
+        path: PathBuf,
+        /// Only tests whose name contains this.
+        #[arg(long)]
+        run: Option<String>,
+    },
 }
 
 fn default_threads() -> usize {
@@ -264,6 +273,9 @@ pub fn main() -> ExitCode {
         Command::Rules {
             command: RulesCommand::Check { path },
         } => rules_check(&path),
+        Command::Rules {
+            command: RulesCommand::Test { path, run },
+        } => rules_test(&path, run.as_deref()),
         Command::Gen(args) => labelled::r#gen(args),
         Command::Score(args) => labelled::score(args),
         Command::Daemon(args) => kafka::daemon(args),
@@ -319,6 +331,37 @@ pub fn load_registry(path: Option<&Path>) -> Result<Registry, ExitCode> {
             eprintln!("{}:{}: {}", path.display(), e.line, e.message);
         }
         ExitCode::from(2)
+    })
+}
+
+fn rules_test(path: &Path, filter: Option<&str>) -> Result<ExitCode> {
+    let report = match crate::rules_test::run_file(path, filter) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let shown = crate::rules_test::tests_path(path).display().to_string();
+    for name in &report.passed {
+        println!("ok    {name}");
+    }
+    for (name, why) in &report.failed {
+        println!("FAIL  {name}\n{why}");
+    }
+    let filtered = if report.filtered > 0 {
+        format!(", {} filtered out", report.filtered)
+    } else {
+        String::new()
+    };
+    println!("{shown}: {} passed, {} failed{filtered}", report.passed.len(), report.failed.len());
+    if !report.untested.is_empty() && filter.is_none() {
+        println!("rules no test expects an action from: {}", report.untested.join(", "));
+    }
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
 

@@ -305,12 +305,19 @@ impl Engine {
                 continue;
             }
             let rule = &pack.rules[r];
+            // Suspicion from another rule of this dim (complaints): a lower threshold and a
+            // higher starting rung while that rule holds for this key.
+            let suspected = rule.suspect.as_ref().filter(|s| {
+                let j = dim_state.rules.iter().position(|&x| x == s.rule).expect("same dim");
+                holds(&pack.rules[s.rule], &entry.slots[j].window, rec.ts)
+            });
+            let scale = |t: u64| suspected.map_or(t, |s| ((t as f64 * s.factor).ceil() as u64).max(1));
             let slot = &mut entry.slots[i];
             let bin = rec.ts.div_euclid(rule.slide_ms);
             let hit = match (&rule.kind, &mut slot.window) {
                 (RuleKind::Rate { threshold, .. }, Window::Count(w)) => {
                     let count = w.add(bin);
-                    (count >= *threshold).then_some(Hit::Rate { count })
+                    (count >= scale(*threshold)).then_some(Hit::Rate { count })
                 }
                 (
                     RuleKind::Rate {
@@ -322,7 +329,7 @@ impl Engine {
                 ) => match rec.field(*f) {
                     Some(v) => {
                         let count = w.add(bin, xxhash_rust::xxh3::xxh3_64(v.as_bytes()));
-                        (count >= *threshold).then_some(Hit::Rate { count })
+                        (count >= scale(*threshold)).then_some(Hit::Rate { count })
                     }
                     None => None,
                 },
@@ -338,7 +345,7 @@ impl Engine {
                         let close = last.is_some_and(|l| l.abs_diff(n) <= *d);
                         *last = Some(n);
                         let c = if close { count.add(bin) } else { count.at(bin) };
-                        (close && c >= *threshold).then_some(Hit::Rate { count: c })
+                        (close && c >= scale(*threshold)).then_some(Hit::Rate { count: c })
                     }
                     None => None,
                 },
@@ -368,15 +375,24 @@ impl Engine {
                         threshold,
                     },
                     Window::Unsubscribe(u),
-                ) => unsubscribe(u, rec, bin, *grace_ms, *remember_ms, *threshold, &pack.number_plan),
+                ) => unsubscribe(u, rec, bin, *grace_ms, *remember_ms, scale(*threshold), &pack.number_plan),
                 _ => unreachable!("slot built for its rule"),
             };
             let Some(hit) = hit else { continue };
             self.stats.fired[r] += 1;
-            let (reason, mut evidence) = explain(rule, &hit, rec);
+            let (mut reason, mut evidence) = explain(rule, &hit, rec);
+            let boost = suspected.map_or(0, |s| s.levels);
+            if let Some(s) = suspected {
+                let by = &pack.rules[s.rule].id;
+                reason.push_str(&format!(
+                    " (suspected: `{by}` holds, threshold × {}, {} rung(s) up)",
+                    s.factor, s.levels
+                ));
+                evidence["suspected_by"] = json!(by);
+            }
             let dim_name = dim.name();
             if rule.targets.is_empty() {
-                let level = slot.ladder.level_at(rec.ts, &pack.escalation) + 1;
+                let level = slot.ladder.level_at(rec.ts, &pack.escalation) + 1 + boost;
                 let Some(step) = policy(&self.allow, &mut self.stats, pack, r, d, &entry.key, rec, level) else {
                     continue;
                 };
@@ -417,7 +433,7 @@ impl Engine {
                 let id: Box<str> = format!("{tname}\0{key}").into();
                 let (ladder, active) = acted.get(&id).cloned().unzip();
                 let ladder = ladder.unwrap_or_default();
-                let level = ladder.level_at(rec.ts, &pack.escalation) + 1;
+                let level = ladder.level_at(rec.ts, &pack.escalation) + 1 + boost;
                 let Some(step) = policy(&self.allow, &mut self.stats, pack, r, t, &key, rec, level) else {
                     continue;
                 };
@@ -592,6 +608,18 @@ fn policy(
         }
     }
     Some(step)
+}
+
+/// Whether a `ratio` rule's condition holds for its key over the window ending at `ts`.
+fn holds(rule: &Rule, window: &Window, ts: i64) -> bool {
+    let (RuleKind::Ratio { ratio, min, below, .. }, Window::Ratio { num, den }) = (&rule.kind, window) else {
+        return false;
+    };
+    let bin = ts.div_euclid(rule.slide_ms);
+    let from = bin - rule.bins() as i64 + 1;
+    let (n, d) = (num.ring().range_sum(from, bin), den.ring().range_sum(from, bin));
+    let r = n as f64 / d.max(1) as f64;
+    d >= *min && if *below { r <= *ratio } else { r >= *ratio }
 }
 
 /// An unsubscribe rule's step for one record of its signature.

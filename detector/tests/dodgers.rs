@@ -13,13 +13,19 @@ const HOUR: i64 = 3_600_000;
 const DAY: i64 = 1_794_268_800_000;
 const DODGER: &str = "13800138000";
 
+/// The `i`-th of a set of distinct recipients that are not consecutive numbers (a sender
+/// walking through consecutive numbers is a scanner, which these senders are not).
+fn scattered(i: u64) -> String {
+    format!("139{:08}", (i * 7919 + 12345) % 100_000_000)
+}
+
 /// `counts[h]` messages in hour `h` after `start`, evenly spread, to distinct recipients.
 fn hours(pack: &anning_rules::Pack, start: i64, counts: &[u64]) -> Vec<anning_detector::Record> {
     let mut out = Vec::new();
     for (h, &c) in counts.iter().enumerate() {
         for i in 0..c {
             let ts = start + h as i64 * HOUR + (i as i64 * HOUR) / c as i64;
-            let dst = format!("139{:08}", (h as u64 * 1000 + i) % 100_000_000);
+            let dst = scattered(h as u64 * 1000 + i);
             out.push(sms(pack, ts, DODGER, &dst, &format!("m{h}-{i}")));
         }
     }
@@ -82,7 +88,7 @@ fn burst_dodger_whose_hours_straddle_clock_hours_is_caught() {
         let burst_start = DAY + h * HOUR + 20 * 60_000;
         for i in 0..190 {
             let ts = burst_start + i * 20 * 60_000 / 190;
-            records.push(sms(&pack, ts, DODGER, &format!("1390000{:04}", i), &format!("b{h}-{i}")));
+            records.push(sms(&pack, ts, DODGER, &scattered(i as u64), &format!("b{h}-{i}")));
         }
     }
     let actions = run(&pack, &records);
@@ -105,7 +111,7 @@ fn one_greeting_round_is_never_throttled() {
     // Sent as fast as a phone can (a group send in a few minutes): an alert at most.
     let mut records = Vec::new();
     for i in 0..195 {
-        records.push(sms(&pack, DAY + i * 1000, DODGER, &format!("1390000{:04}", i), &format!("g{i}")));
+        records.push(sms(&pack, DAY + i * 1000, DODGER, &scattered(i as u64), &format!("g{i}")));
     }
     let actions = run(&pack, &records);
     assert!(enforced(&actions).is_empty(), "{actions:#?}");

@@ -102,6 +102,8 @@ struct Expect {
     dim: String,
     key: String,
     by: Option<String>,
+    /// The ladder level the action must have.
+    level: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,7 +328,7 @@ fn run_case(pack: &Pack, registry: &Registry, t: &TestCase) -> Result<(), String
         let kind = ActionKind::from_name(&e.action).ok_or(format!("`action` = \"{}\" is not an action", e.action))?;
         let hit = actions
             .iter()
-            .find(|a| a.rule == e.rule && a.action == kind && a.dim == e.dim && a.key == e.key);
+            .find(|a| a.rule == e.rule && a.action == kind && a.dim == e.dim && a.key == e.key && e.level.is_none_or(|l| a.level == l));
         match (hit, by) {
             (Some(a), Some(by)) if a.ts > by => writeln!(
                 problems,
@@ -342,11 +344,12 @@ fn run_case(pack: &Pack, registry: &Registry, t: &TestCase) -> Result<(), String
             (Some(_), _) => {}
             (None, _) => writeln!(
                 problems,
-                "  expected {} {} {} by rule {}{}; not taken",
+                "  expected {} {} {} by rule {}{}{}; not taken",
                 e.action,
                 e.dim,
                 e.key,
                 e.rule,
+                e.level.map(|l| format!(" at level {l}")).unwrap_or_default(),
                 by.map(|b| format!(" at or before {b}")).unwrap_or_default()
             )
             .unwrap(),

@@ -140,10 +140,18 @@ pub fn compile(source: &str) -> Result<Pack, Vec<Diagnostic>> {
     let mut dims: Vec<Dim> = Vec::new();
     let mut rules: Vec<Rule> = Vec::new();
     let mut seen_ids: Vec<String> = Vec::new();
-    for (span, raw) in raw_rules {
+    let mut suspects = Vec::new();
+    for (span, mut raw) in raw_rules {
+        let suspect = raw.suspect.take();
         if let Some(rule) = compile_rule(&mut d, span, raw, &lexicon, &mut dims, &mut seen_ids) {
+            if let Some(s) = suspect {
+                suspects.push((rules.len(), s));
+            }
             rules.push(rule);
         }
+    }
+    for (i, s) in suspects {
+        rules[i].suspect = compile_suspect(&mut d, &rules, i, s);
     }
     let allow = compile_allows(&mut d, raw_allows, &mut dims);
 
@@ -583,7 +591,56 @@ fn compile_rule(
         ladder,
         targets,
         misuse,
+        suspect: None,
     })
+}
+
+/// Resolves `suspect` of rule `i` once every rule is compiled.
+fn compile_suspect(d: &mut Diags, rules: &[Rule], i: usize, raw: Spanned<RawSuspect>) -> Option<Suspect> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let who = format!("rule `{}`", rules[i].id);
+    let Some(id) = raw.rule else {
+        d.push(
+            span,
+            format!("{who}: `suspect` has no `rule` (the id of a ratio rule of the same dim)"),
+        );
+        return None;
+    };
+    let Some(j) = rules.iter().position(|r| r.id == *id.get_ref()) else {
+        d.push(
+            id.span(),
+            format!("`suspect.rule` = \"{}\" is not a rule of this pack", id.get_ref()),
+        );
+        return None;
+    };
+    if j == i || rules[j].dim != rules[i].dim || !matches!(rules[j].kind, RuleKind::Ratio { .. }) {
+        d.push(
+            id.span(),
+            format!(
+                "`suspect.rule` = \"{}\" must be another `ratio` rule keyed by the same dim as {who}",
+                id.get_ref()
+            ),
+        );
+        return None;
+    }
+    let factor = match raw.factor {
+        None => 1.0,
+        Some(f) if !(f.get_ref().0 > 0.0 && f.get_ref().0 <= 1.0) => {
+            d.push(f.span(), format!("`suspect.factor` = {} must be in (0, 1]", f.get_ref().0));
+            return None;
+        }
+        Some(f) => f.get_ref().0,
+    };
+    let levels = match raw.levels {
+        None => 0,
+        Some(l) if !(0..=10).contains(l.get_ref()) => {
+            d.push(l.span(), format!("`suspect.levels` = {} must be between 0 and 10", l.get_ref()));
+            return None;
+        }
+        Some(l) => *l.get_ref() as u32,
+    };
+    Some(Suspect { rule: j, factor, levels })
 }
 
 fn dim_index(dims: &mut Vec<Dim>, dim: Dim) -> usize {

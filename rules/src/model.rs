@@ -284,6 +284,19 @@ pub struct Rule {
     /// A misuse rule may throttle or suspend ports of the pack's protected classes; any
     /// other rule only alerts on them.
     pub misuse: bool,
+    /// Suspicion from another rule of the same dimension (complaints, typically).
+    pub suspect: Option<Suspect>,
+}
+
+/// While rule `rule` (a `ratio` rule of the same dimension) holds for a key, this rule's
+/// `threshold` is multiplied by `factor` (rounded up, at least 1) and its actions start
+/// `levels` rungs higher on the ladder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Suspect {
+    /// Index into [`Pack::rules`].
+    pub rule: usize,
+    pub factor: f64,
+    pub levels: u32,
 }
 
 impl Rule {

@@ -66,6 +66,15 @@ pub struct RawProtect {
     pub port_classes: S<Vec<Spanned<String>>>,
 }
 
+/// `suspect = { rule = "…", factor = 0.5, levels = 1 }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSuspect {
+    pub rule: S<String>,
+    pub factor: S<Num>,
+    pub levels: S<i64>,
+}
+
 /// `[[allow]]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,5 +163,6 @@ pub struct RawRule {
     // any kind
     pub targets: S<Vec<Spanned<String>>>,
     pub misuse: S<bool>,
+    pub suspect: S<RawSuspect>,
     pub ladder: S<Vec<Spanned<RawStep>>>,
 }

@@ -46,7 +46,8 @@ pub struct EngineStats {
 #[derive(Debug, Clone)]
 enum Window {
     Count(SlidingCount),
-    Distinct(SlidingDistinct),
+    /// With the latest distinct values (up to [`SAMPLES`]), for evidence.
+    Distinct(SlidingDistinct, VecDeque<Box<str>>),
     Near(NearLimit),
     /// Counts records whose `dst` is close to the previous one's.
     Sequential {
@@ -69,6 +70,9 @@ struct Unsubscribed {
     /// The latest violations, for evidence: (ts, masked subscriber, port).
     recent: VecDeque<(i64, String, String)>,
 }
+
+/// Distinct values a `distinct` rule names in its evidence.
+const SAMPLES: usize = 10;
 
 /// Evidence kept per unsubscribe rule and signature.
 const RECENT_VIOLATIONS: usize = 5;
@@ -179,10 +183,23 @@ fn noun(f: &Filter) -> &'static str {
 
 /// What a rule saw when it fired.
 enum Hit {
-    Rate { count: u64 },
+    Rate {
+        count: u64,
+    },
+    /// A distinct count, with the latest values counted (masked where they are addresses).
+    Distinct {
+        count: u64,
+        values: Vec<String>,
+    },
     Near(NearLimitHit),
-    Ratio { num: u64, den: u64 },
-    Unsubscribe { count: u64, recent: Vec<(i64, String, String)> },
+    Ratio {
+        num: u64,
+        den: u64,
+    },
+    Unsubscribe {
+        count: u64,
+        recent: Vec<(i64, String, String)>,
+    },
 }
 
 impl Engine {
@@ -325,11 +342,34 @@ impl Engine {
                         distinct: Some(f),
                         ..
                     },
-                    Window::Distinct(w),
+                    Window::Distinct(w, samples),
                 ) => match rec.field(*f) {
                     Some(v) => {
                         let count = w.add(bin, xxhash_rust::xxh3::xxh3_64(v.as_bytes()));
-                        (count >= scale(*threshold)).then_some(Hit::Rate { count })
+                        let threshold = scale(*threshold);
+                        // The distinct window already keeps a table per key; ten names more
+                        // is small beside it.
+                        let s = &mut *samples;
+                        if let Some(i) = s.iter().position(|x| **x == *v) {
+                            s.remove(i);
+                        }
+                        s.push_back(v.into());
+                        if s.len() > SAMPLES {
+                            s.pop_front();
+                        }
+                        (count >= threshold).then(|| Hit::Distinct {
+                            count,
+                            values: samples
+                                .iter()
+                                .map(|x| {
+                                    if f.is_address() {
+                                        mask_addr(x, &pack.number_plan)
+                                    } else {
+                                        x.to_string()
+                                    }
+                                })
+                                .collect(),
+                        })
                     }
                     None => None,
                 },
@@ -515,7 +555,7 @@ fn new_slot(rule: &Rule, lateness_ms: i64) -> RuleSlot {
             last: None,
         },
         RuleKind::Rate { distinct: None, .. } => Window::Count(SlidingCount::new(w)),
-        RuleKind::Rate { distinct: Some(_), .. } => Window::Distinct(SlidingDistinct::new(w)),
+        RuleKind::Rate { distinct: Some(_), .. } => Window::Distinct(SlidingDistinct::new(w), VecDeque::new()),
         RuleKind::Ratio { .. } => Window::Ratio {
             num: SlidingCount::new(w),
             den: SlidingCount::new(w),
@@ -547,7 +587,7 @@ fn is_idle(pack: &Pack, rules: &[usize], e: &Entry, wm: i64) -> bool {
         let wm_bin = wm.div_euclid(rule.slide_ms);
         let window_idle = match &s.window {
             Window::Count(w) => w.ring().is_empty_at(wm_bin),
-            Window::Distinct(w) => w.ring().is_empty_at(wm_bin),
+            Window::Distinct(w, _) => w.ring().is_empty_at(wm_bin),
             Window::Near(w) => w.is_idle_at(wm_bin),
             Window::Sequential { count, .. } => count.ring().is_empty_at(wm_bin),
             Window::Ratio { num, den } => num.ring().is_empty_at(wm_bin) && den.ring().is_empty_at(wm_bin),
@@ -701,7 +741,7 @@ fn explain(rule: &Rule, hit: &Hit, rec: &Record) -> (String, serde_json::Value) 
     let record = rec.id().map(str::to_string);
     match (hit, &rule.kind) {
         (
-            Hit::Rate { count },
+            Hit::Rate { count } | Hit::Distinct { count, .. },
             RuleKind::Rate {
                 threshold,
                 distinct,
@@ -729,6 +769,9 @@ fn explain(rule: &Rule, hit: &Hit, rec: &Record) -> (String, serde_json::Value) 
             }
             if let Some(d) = sequential {
                 ev["sequential"] = json!(d);
+            }
+            if let Hit::Distinct { values, .. } = hit {
+                ev["values"] = json!(values);
             }
             if let Some(id) = record {
                 ev["records"] = json!([id]);

@@ -447,7 +447,7 @@ fn metrics_are_valid_prometheus_exposition_without_subscriber_numbers() {
     for needle in [
         "anning_records_in_total{type=\"sms\"}",
         "anning_rejects_total{reason=\"malformed\"} 1",
-        "anning_actions_total{rule=\"near-limit-hourly\"",
+        "anning_actions_total{rule=\"subscriber-commercial\"",
         "anning_consumer_lag{partition=\"0\"}",
         "anning_ingest_to_action_seconds{quantile=\"0.99\"}",
     ] {

@@ -192,6 +192,24 @@ fn gen_replay_score_through_the_binary_in_jsonl_and_parquet() {
         "--quiet",
     ]);
     let a = std::fs::read_to_string(p("a.jsonl")).unwrap();
+    // Evidence names what an analyst needs: the ports that flooded a victim, the farm's
+    // group key, the violations of an unsubscribe (subscribers masked).
+    let actions: Vec<serde_json::Value> = a.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let by_rule = |rule: &'static str| actions.iter().filter(move |x| x["rule"] == rule);
+    let flood = by_rule("recipient-code-flood").next().expect("a bombing victim protected");
+    let ports = flood["evidence"]["values"].as_array().unwrap();
+    assert!(
+        ports.len() >= 8 && ports.iter().all(|p| p.as_str().unwrap().starts_with("106")),
+        "{flood}"
+    );
+    let farm = by_rule("sim-farm-cell").next().expect("a farm caught");
+    assert!(farm["evidence"]["group"]["dim"] == "cell+fp", "{farm}");
+    let unsub = by_rule("unsubscribe-ignored").next().expect("an unsubscribe violation");
+    let v = &unsub["evidence"]["violations"][0];
+    assert!(
+        v["dst"].as_str().unwrap().contains("****") && v["port"].as_str().unwrap().starts_with("106"),
+        "{unsub}"
+    );
     assert!(
         a == std::fs::read_to_string(p("b.jsonl")).unwrap(),
         "JSONL and Parquet give the same actions"

@@ -46,7 +46,8 @@ pub struct EngineStats {
 #[derive(Debug, Clone)]
 enum Window {
     Count(SlidingCount),
-    /// With the latest distinct values (up to [`SAMPLES`]), for evidence.
+    /// With the latest distinct values (up to [`SAMPLES`], kept once the count is within
+    /// that many of the threshold), for evidence.
     Distinct(SlidingDistinct, VecDeque<Box<str>>),
     Near(NearLimit),
     /// Counts records whose `dst` is close to the previous one's.
@@ -347,15 +348,17 @@ impl Engine {
                     Some(v) => {
                         let count = w.add(bin, xxhash_rust::xxh3::xxh3_64(v.as_bytes()));
                         let threshold = scale(*threshold);
-                        // The distinct window already keeps a table per key; ten names more
-                        // is small beside it.
-                        let s = &mut *samples;
-                        if let Some(i) = s.iter().position(|x| **x == *v) {
-                            s.remove(i);
-                        }
-                        s.push_back(v.into());
-                        if s.len() > SAMPLES {
-                            s.pop_front();
+                        // Only keys near the threshold keep names: the latest values are the
+                        // ones that tipped it.
+                        if count + SAMPLES as u64 > threshold {
+                            let s = &mut *samples;
+                            if let Some(i) = s.iter().position(|x| **x == *v) {
+                                s.remove(i);
+                            }
+                            s.push_back(v.into());
+                            if s.len() > SAMPLES {
+                                s.pop_front();
+                            }
                         }
                         (count >= threshold).then(|| Hit::Distinct {
                             count,

@@ -24,6 +24,10 @@ pub struct Action {
     pub reason: String,
     pub evidence: serde_json::Value,
     pub pack: String,
+    /// A would-be action of a rule in shadow mode: never to be enforced (contract
+    /// extension: present, and `true`, only on those).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub shadow: bool,
 }
 
 fn kind_name<S: Serializer>(k: &ActionKind, s: S) -> Result<S::Ok, S::Error> {

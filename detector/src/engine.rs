@@ -439,14 +439,18 @@ impl Engine {
                 let Some(step) = policy(&self.allow, &mut self.stats, pack, r, d, &entry.key, rec, level) else {
                     continue;
                 };
-                if slot.ladder.in_force(rec.ts) || entry.active.as_ref().is_some_and(|a| a.covers(&step, rec.ts)) {
+                // A shadow rule climbs its own ladder but never counts as the action in force.
+                let covered = !rule.shadow && entry.active.as_ref().is_some_and(|a| a.covers(&step, rec.ts));
+                if slot.ladder.in_force(rec.ts) || covered {
                     self.stats.suppressed[r] += 1;
                     continue;
                 }
                 let until = rec.ts + step.for_ms;
                 slot.ladder.acted(level, until);
                 out.push(action(pack, rule, &dim_name, &entry.key, rec.ts, level, &step, &reason, evidence));
-                entry.active = Some(Active { step, until });
+                if !rule.shadow {
+                    entry.active = Some(Active { step, until });
+                }
                 continue;
             }
             // Acting on targets taken from the record: the key that tipped is evidence.
@@ -519,6 +523,7 @@ impl Engine {
             reason: format!("Released: {reason}"),
             evidence: json!({ "lifted": active.step.action.name(), "was_until": active.until }),
             pack: self.pack.hash_hex(),
+            shadow: false,
         })
     }
 
@@ -737,6 +742,7 @@ fn action(
         reason: format!("{reason}; level {level}: {verb}"),
         evidence,
         pack: pack.hash_hex(),
+        shadow: rule.shadow,
     }
 }
 

@@ -63,13 +63,23 @@ pub fn render(o: &Outcome, pack: &Pack, threads: usize, elapsed: Duration) -> St
     for e in &c.input_errors {
         let _ = writeln!(s, "  input error: {e}");
     }
-    let mut by_rule: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut by_rule: BTreeMap<(bool, &str, &str), u64> = BTreeMap::new();
     for a in &o.actions {
-        *by_rule.entry((a.rule.as_str(), a.action.name())).or_default() += 1;
+        *by_rule.entry((a.shadow, a.rule.as_str(), a.action.name())).or_default() += 1;
     }
-    let _ = writeln!(s, "  actions:  {}", o.actions.len());
-    for ((rule, kind), n) in &by_rule {
+    let shadow = o.actions.iter().filter(|a| a.shadow).count();
+    let _ = writeln!(s, "  actions:  {}", o.actions.len() - shadow);
+    for ((_, rule, kind), n) in by_rule.iter().filter(|(k, _)| !k.0) {
         let _ = writeln!(s, "    {rule:<28} {kind:<9} {n}");
+    }
+    if shadow > 0 {
+        let _ = writeln!(
+            s,
+            "  shadow:   {shadow} would-be actions of rules in shadow mode, never enforced (--shadow-out)"
+        );
+        for ((_, rule, kind), n) in by_rule.iter().filter(|(k, _)| k.0) {
+            let _ = writeln!(s, "    {rule:<28} {kind:<9} {n}");
+        }
     }
     let keys: u64 = o.shards.iter().map(|x| x.keys).sum();
     let evicted: u64 = o.shards.iter().map(|x| x.evicted).sum();

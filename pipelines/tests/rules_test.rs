@@ -54,6 +54,18 @@ window = "1m"
 slide = "10s"
 threshold = 10
 ladder = [{ action = "suspend", for = "10m" }]
+
+[[rule]]
+id = "sender-volume-tight"
+description = "A tighter limit being tried out"
+kind = "rate"
+dim = "src"
+when = { type = ["sms"], src_class = ["subscriber"] }
+window = "1m"
+slide = "10s"
+threshold = 5
+shadow = true
+ladder = [{ action = "suspend", for = "10m" }]
 "#;
 
 const POLICY_TESTS: &str = r#"
@@ -116,6 +128,26 @@ key = "13800000001"
 before = "2026-11-10T09:00:00Z"
 
 [[test]]
+name = "a shadow rule reports a would-be action and never hides the real one"
+[[test.repeat]]
+record = { type = "sms", src = "13800000003", dst = "1390{s7}", text = "在吗" }
+start = "2026-11-10T08:00:00Z"
+count = 12
+over = "30s"
+[[test.expect]]
+rule = "sender-volume-tight"
+action = "suspend"
+dim = "src"
+key = "13800000003"
+by = "+15s"
+[[test.expect]]
+rule = "sender-volume"
+action = "suspend"
+dim = "src"
+key = "13800000003"
+by = "+30s"
+
+[[test]]
 name = "this one fails: the rule cannot fire on three messages"
 [[test.repeat]]
 record = { type = "sms", src = "13800000002", dst = "1390{s7}", text = "在吗" }
@@ -138,7 +170,7 @@ fn protection_and_allowlists_and_a_failure_that_shows_what_happened() {
     std::fs::write(d.join("policy.toml"), POLICY_PACK).unwrap();
     std::fs::write(d.join("policy.tests.toml"), POLICY_TESTS).unwrap();
     let report = run_file(&d.join("policy.toml"), None).unwrap();
-    assert_eq!(report.passed.len(), 3, "{:#?}", report.failed);
+    assert_eq!(report.passed.len(), 4, "{:#?}", report.failed);
     assert_eq!(report.failed.len(), 1);
     let (name, why) = &report.failed[0];
     assert!(name.starts_with("this one fails"));
@@ -162,7 +194,46 @@ fn protection_and_allowlists_and_a_failure_that_shows_what_happened() {
     assert_eq!(o.status.code(), Some(1));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("FAIL  this one fails"), "{out}");
-    assert!(out.trim_end().ends_with("policy.tests.toml: 3 passed, 1 failed"), "{out}");
+    assert!(out.trim_end().ends_with("policy.tests.toml: 4 passed, 1 failed"), "{out}");
+
+    // Replay: shadow actions only in --shadow-out, marked, and counted apart in the summary.
+    let input = d.join("in.jsonl");
+    let lines: String = (0..12)
+        .map(|i| {
+            format!(
+                "{{\"ts\":{},\"type\":\"sms\",\"src\":\"13800000009\",\"dst\":\"139{:08}\"}}\n",
+                1_794_297_600_000i64 + i * 2000,
+                i * 7919
+            )
+        })
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_anning"))
+        .args([
+            "replay",
+            input.to_str().unwrap(),
+            "--rules",
+            d.join("policy.toml").to_str().unwrap(),
+        ])
+        .args([
+            "--out",
+            d.join("a.jsonl").to_str().unwrap(),
+            "--shadow-out",
+            d.join("s.jsonl").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let main = std::fs::read_to_string(d.join("a.jsonl")).unwrap();
+    let shadow = std::fs::read_to_string(d.join("s.jsonl")).unwrap();
+    assert!(main.contains("\"rule\":\"sender-volume\"") && !main.contains("shadow"), "{main}");
+    assert_eq!(shadow.lines().count(), 1, "{shadow}");
+    assert!(
+        shadow.contains("\"rule\":\"sender-volume-tight\"") && shadow.contains("\"shadow\":true"),
+        "{shadow}"
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("shadow:   1 would-be actions"), "{stderr}");
     let o = Command::new(env!("CARGO_BIN_EXE_anning"))
         .args(["rules", "test", default_pack().to_str().unwrap()])
         .output()

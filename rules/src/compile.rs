@@ -573,6 +573,7 @@ fn compile_rule(
         }
     }
     let misuse = raw.misuse.as_ref().is_some_and(|m| *m.get_ref());
+    let shadow = raw.shadow.as_ref().is_some_and(|m| *m.get_ref());
 
     if d.items.len() > before {
         return None;
@@ -592,6 +593,7 @@ fn compile_rule(
         targets,
         misuse,
         suspect: None,
+        shadow,
     })
 }
 

@@ -286,6 +286,10 @@ pub struct Rule {
     pub misuse: bool,
     /// Suspicion from another rule of the same dimension (complaints, typically).
     pub suspect: Option<Suspect>,
+    /// Shadow mode: evaluated and reported as would-be actions (marked `shadow`), never
+    /// enforced — they do not count as the target's action in force, and the replay and
+    /// the daemon write them apart from the actions enforcement points read.
+    pub shadow: bool,
 }
 
 /// While rule `rule` (a `ratio` rule of the same dimension) holds for a key, this rule's

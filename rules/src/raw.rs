@@ -164,5 +164,6 @@ pub struct RawRule {
     pub targets: S<Vec<Spanned<String>>>,
     pub misuse: S<bool>,
     pub suspect: S<RawSuspect>,
+    pub shadow: S<bool>,
     pub ladder: S<Vec<Spanned<RawStep>>>,
 }

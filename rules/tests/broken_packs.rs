@@ -64,7 +64,7 @@ fn every_error_is_reported_at_its_place() {
             "p.toml:20:1: rule `a` has no `window` (e.g. window = \"1h\")",
             "p.toml:20:1: rule `a` has no `slide` (the window's resolution, e.g. slide = \"1m\")",
             "p.toml:21:6: `id` = \"a\" is used by an earlier rule; rule ids must be unique",
-            "p.toml:24:1: in `rule`: unknown field `windw`, expected one of `id`, `kind`, `description`, `dim`, `when`, `window`, `slide`, `threshold`, `distinct`, `limit`, `band`, `k`, `n`, `sequential`, `numerator`, `ratio`, `min`, `below`, `grace`, `remember`, `targets`, `misuse`, `suspect`, `ladder`",
+            "p.toml:24:1: in `rule`: unknown field `windw`, expected one of `id`, `kind`, `description`, `dim`, `when`, `window`, `slide`, `threshold`, `distinct`, `limit`, `band`, `k`, `n`, `sequential`, `numerator`, `ratio`, `min`, `below`, `grace`, `remember`, `targets`, `misuse`, `suspect`, `shadow`, `ladder`",
             "p.toml:25:13: `threshold`: invalid type: string \"many\", expected i64",
             "p.toml:26:10: `ladder` is empty; give at least one step",
         ],

@@ -38,7 +38,7 @@ pub(super) fn daemon(args: DaemonArgs) -> Result<ExitCode> {
     macro_rules! flag {
         ($($f:ident),*) => { $(if let Some(v) = args.$f.clone() { cfg.$f = v.into(); })* };
     }
-    flag!(brokers, group, input_topic, actions_topic, dlq_topic, admin, threads);
+    flag!(brokers, group, input_topic, actions_topic, shadow_topic, dlq_topic, admin, threads);
     if args.rules.is_some() {
         cfg.rules = args.rules.clone();
     }

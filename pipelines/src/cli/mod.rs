@@ -86,6 +86,9 @@ pub struct DaemonArgs {
     /// Default actions.
     #[arg(long, value_name = "T")]
     pub actions_topic: Option<String>,
+    /// Would-be actions of rules in shadow mode. Default actions.shadow.
+    #[arg(long, value_name = "T")]
+    pub shadow_topic: Option<String>,
     /// Default signaling.dlq.
     #[arg(long, value_name = "T")]
     pub dlq_topic: Option<String>,
@@ -232,6 +235,10 @@ pub struct ReplayArgs {
     /// Where to write actions (JSON Lines). Default: stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Where to write the would-be actions of rules in shadow mode (JSON Lines, each with
+    /// `"shadow":true`). They never go to --out.
+    #[arg(long, value_name = "FILE")]
+    pub shadow_out: Option<PathBuf>,
     /// Shard worker threads. Output is identical for every value.
     #[arg(long, value_name = "N", default_value_t = default_threads())]
     pub threads: usize,
@@ -471,8 +478,8 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
         w.flush().context("cannot write rejects")?;
     }
 
-    let write = |w: &mut dyn Write| -> std::io::Result<()> {
-        for a in &outcome.actions {
+    let write = |w: &mut dyn Write, shadow: bool| -> std::io::Result<()> {
+        for a in outcome.actions.iter().filter(|a| a.shadow == shadow) {
             serde_json::to_writer(&mut *w, a)?;
             w.write_all(b"\n")?;
         }
@@ -481,9 +488,13 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     match &args.out {
         Some(p) => {
             let mut f = BufWriter::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?);
-            write(&mut f).with_context(|| format!("cannot write {}", p.display()))?;
+            write(&mut f, false).with_context(|| format!("cannot write {}", p.display()))?;
         }
-        None => write(&mut BufWriter::new(std::io::stdout().lock()))?,
+        None => write(&mut BufWriter::new(std::io::stdout().lock()), false)?,
+    }
+    if let Some(p) = &args.shadow_out {
+        let mut f = BufWriter::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?);
+        write(&mut f, true).with_context(|| format!("cannot write {}", p.display()))?;
     }
     if !args.quiet {
         eprint!("{}", crate::summary::render(&outcome, &pack, threads, elapsed));

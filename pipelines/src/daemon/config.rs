@@ -24,6 +24,8 @@ pub struct DaemonConfig {
     pub group: String,
     pub input_topic: String,
     pub actions_topic: String,
+    /// Where rules in shadow mode write their would-be actions.
+    pub shadow_topic: String,
     pub dlq_topic: String,
     /// Admin HTTP address (`/metrics`, `/healthz`, `/readyz`).
     pub admin: String,
@@ -55,6 +57,7 @@ impl Default for DaemonConfig {
             group: "anning".into(),
             input_topic: "signaling".into(),
             actions_topic: "actions".into(),
+            shadow_topic: "actions.shadow".into(),
             dlq_topic: "signaling.dlq".into(),
             admin: "127.0.0.1:9898".into(),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -110,6 +113,7 @@ impl DaemonConfig {
                 "GROUP" => self.group = v,
                 "INPUT_TOPIC" => self.input_topic = v,
                 "ACTIONS_TOPIC" => self.actions_topic = v,
+                "SHADOW_TOPIC" => self.shadow_topic = v,
                 "DLQ_TOPIC" => self.dlq_topic = v,
                 "ADMIN" => self.admin = v,
                 "THREADS" => self.threads = num(&v)? as usize,
@@ -141,7 +145,7 @@ impl DaemonConfig {
         if self.partitions < 1 {
             return Err("partitions must be at least 1".into());
         }
-        for t in [&self.input_topic, &self.actions_topic, &self.dlq_topic] {
+        for t in [&self.input_topic, &self.actions_topic, &self.shadow_topic, &self.dlq_topic] {
             if t.is_empty() {
                 return Err("topic names must not be empty".into());
             }

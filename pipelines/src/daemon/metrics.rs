@@ -13,6 +13,8 @@ pub struct Metrics {
     pub records_in: [AtomicU64; 4],
     pub rejects: Mutex<BTreeMap<&'static str, u64>>,
     pub actions: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Would-be actions of rules in shadow mode, by rule and kind.
+    pub shadow_actions: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Actions not produced again after a restart (their records were committed before).
     pub actions_suppressed: AtomicU64,
     pub dead_letters: AtomicU64,
@@ -44,6 +46,7 @@ impl Default for Metrics {
             records_in: Default::default(),
             rejects: Default::default(),
             actions: Default::default(),
+            shadow_actions: Default::default(),
             actions_suppressed: Default::default(),
             dead_letters: Default::default(),
             redelivered: Default::default(),
@@ -108,6 +111,15 @@ impl Metrics {
         );
         for ((rule, kind), n) in self.actions.lock().expect("metrics lock").iter() {
             let _ = writeln!(o, "anning_actions_total{{rule=\"{}\",action=\"{kind}\"}} {n}", escape(rule));
+        }
+        family(
+            &mut o,
+            "anning_shadow_actions_total",
+            "counter",
+            "Would-be actions of rules in shadow mode (shadow topic, never enforced), by rule and kind.",
+        );
+        for ((rule, kind), n) in self.shadow_actions.lock().expect("metrics lock").iter() {
+            let _ = writeln!(o, "anning_shadow_actions_total{{rule=\"{}\",action=\"{kind}\"}} {n}", escape(rule));
         }
         let counters: [(&str, &str, &AtomicU64); 7] = [
             (

@@ -80,6 +80,8 @@ struct Out {
 #[derive(Clone, Copy)]
 enum Topic {
     Actions,
+    /// Would-be actions of rules in shadow mode.
+    Shadow,
     Dlq,
 }
 
@@ -210,6 +212,7 @@ pub fn ensure_topics(cfg: &DaemonConfig) -> Result<()> {
         &[
             (&cfg.input_topic, cfg.partitions),
             (&cfg.actions_topic, cfg.partitions),
+            (&cfg.shadow_topic, cfg.partitions),
             (&cfg.dlq_topic, 1),
         ],
     )
@@ -268,7 +271,7 @@ fn dead_letter(m: &BorrowedMessage<'_>, reason: &str, detail: &str, col: Option<
 
 fn action_out(a: &Action, ingested_ms: i64, event_ts: i64) -> Out {
     Out {
-        topic: Topic::Actions,
+        topic: if a.shadow { Topic::Shadow } else { Topic::Actions },
         key: format!("{}:{}", a.dim, a.key).into_bytes(),
         payload: serde_json::to_vec(a).expect("actions serialize"),
         headers: Vec::new(),
@@ -541,6 +544,7 @@ fn deliver(
         let o = &outs[i];
         let topic = match o.topic {
             Topic::Actions => &cfg.actions_topic,
+            Topic::Shadow => &cfg.shadow_topic,
             Topic::Dlq => &cfg.dlq_topic,
         };
         let mut headers = OwnedHeaders::new();
@@ -583,7 +587,12 @@ fn deliver(
                 let o = &outs[i];
                 match &o.action {
                     Some((rule, kind, event_ts, ingested_ms)) => {
-                        *metrics.actions.lock().expect("lock").entry((rule.clone(), kind)).or_default() += 1;
+                        let counter = if matches!(o.topic, Topic::Shadow) {
+                            &metrics.shadow_actions
+                        } else {
+                            &metrics.actions
+                        };
+                        *counter.lock().expect("lock").entry((rule.clone(), kind)).or_default() += 1;
                         let now = now_ms();
                         metrics.record_latency(now - event_ts, now - ingested_ms);
                     }

@@ -37,6 +37,10 @@ cargo fmt --all --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== the shipped pack: no warnings, every rule tested"
+cargo run --quiet --locked -p anning-pipelines --bin anning -- rules check rules/packs/default.toml --deny-warnings
+cargo run --quiet --locked -p anning-pipelines --bin anning -- rules test rules/packs/default.toml
+
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"; stop_brokers' EXIT

@@ -153,6 +153,25 @@ pub fn tests_path(path: &Path) -> PathBuf {
     path.with_file_name(format!("{stem}.tests.toml"))
 }
 
+/// The rule ids the tests beside pack `path` expect an action from, without running them;
+/// `None` when there is no test file.
+pub fn expected_rules(path: &Path) -> Result<Option<std::collections::BTreeSet<String>>, TestFileError> {
+    let tpath = tests_path(path);
+    let shown = tpath.display().to_string();
+    let text = match std::fs::read_to_string(&tpath) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(TestFileError::Read { path: shown, source }),
+    };
+    let file: TestFile = toml::from_str(&text).map_err(|e| TestFileError::Invalid {
+        path: shown,
+        message: located(&text, &e),
+    })?;
+    Ok(Some(
+        file.test.iter().flat_map(|t| t.expect.iter().map(|e| e.rule.clone())).collect(),
+    ))
+}
+
 /// Runs the tests for `path` (a pack or its test file); `filter` keeps tests whose name
 /// contains it.
 pub fn run_file(path: &Path, filter: Option<&str>) -> Result<Report, TestFileError> {

@@ -82,4 +82,32 @@ fn rules_check_prints_file_line_col_and_fails() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     assert!(String::from_utf8_lossy(&o.stdout).contains("ok: pack `default`"));
+
+    // Warnings: printed with their place; they fail the check only with --deny-warnings.
+    let pack = dir.join("warn.toml");
+    std::fs::write(&pack, "[[rule]]\nid = \"x\"\nkind = \"rate\"\ndim = \"src\"\nwindow = \"1h\"\nslide = \"1m\"\nthreshold = 100\nladder = [{ action = \"throttle\", rate = 1, for = \"1h\" }]\n").unwrap();
+    let o = anning().args(["rules", "check", pack.to_str().unwrap()]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!(
+            "{}:1:1: warning: rule `x`: ladder step 1 throttles to 1/s",
+            pack.display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("warning: no tests: write"), "{out}");
+    assert!(out.contains("1 rules, 2 warnings"), "{out}");
+    let o = anning()
+        .args(["rules", "check", pack.to_str().unwrap(), "--deny-warnings"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    std::fs::write(
+        dir.join("warn.tests.toml"),
+        "[[test]]\nname = \"t\"\nrecords = ['{\"ts\":1,\"type\":\"sms\",\"src\":\"13800000000\",\"dst\":\"13900000000\"}']\n",
+    )
+    .unwrap();
+    let out = String::from_utf8_lossy(&anning().args(["rules", "check", pack.to_str().unwrap()]).output().unwrap().stdout).to_string();
+    assert!(out.contains("warning: rule `x` has no test expecting an action from it"), "{out}");
 }

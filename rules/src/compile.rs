@@ -141,9 +141,12 @@ pub fn compile(source: &str) -> Result<Pack, Vec<Diagnostic>> {
     let mut rules: Vec<Rule> = Vec::new();
     let mut seen_ids: Vec<String> = Vec::new();
     let mut suspects = Vec::new();
+    let mut rule_pos = Vec::new();
     for (span, mut raw) in raw_rules {
         let suspect = raw.suspect.take();
+        let pos = crate::diag::line_col(source, span.start);
         if let Some(rule) = compile_rule(&mut d, span, raw, &lexicon, &mut dims, &mut seen_ids) {
+            rule_pos.push(pos);
             if let Some(s) = suspect {
                 suspects.push((rules.len(), s));
             }
@@ -170,6 +173,7 @@ pub fn compile(source: &str) -> Result<Pack, Vec<Diagnostic>> {
             protect,
             allow,
             dlr_join_ms,
+            rule_pos,
         })
     } else {
         Err(d.into_sorted())

@@ -11,6 +11,7 @@
 //! - [`diag`]: diagnostics with line and column.
 //! - [`raw`]: the serde form of a pack, every field optional and spanned.
 //! - [`compile`](mod@compile): raw → validated, collecting every error.
+//! - [`lint`]: warnings about packs that compile (`rules check`).
 //! - [`model`]: the compiled pack: dimensions, filters, rule kinds, ladders, number plan.
 //! - [`text`]: text normalisation, content classes, unsubscribe words, fingerprints.
 //! - [`time`]: RFC 3339 timestamps.
@@ -18,6 +19,7 @@
 pub mod compile;
 pub mod diag;
 pub mod duration;
+pub mod lint;
 pub mod model;
 pub mod raw;
 pub mod text;

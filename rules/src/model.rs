@@ -384,6 +384,8 @@ pub struct Pack {
     /// How long a port message is remembered so a delivery report without `src` can be
     /// joined to it by `ref`.
     pub dlr_join_ms: i64,
+    /// (line, column) of each rule's table in the source, for warnings.
+    pub rule_pos: Vec<(usize, usize)>,
 }
 
 impl Pack {

@@ -256,6 +256,10 @@ pub enum RulesCommand {
     Check {
         /// The pack file (TOML).
         path: PathBuf,
+        /// Fail (exit 1) on warnings too: rules that can never fire or never act first,
+        /// throttles that do not bite, unused content classes, rules without tests.
+        #[arg(long)]
+        deny_warnings: bool,
     },
     /// Run a pack's rule tests: records in, expected actions out (NAME.tests.toml beside
     /// NAME.toml, or the test file itself).
@@ -278,8 +282,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Replay(args) => replay(args),
         Command::Rules {
-            command: RulesCommand::Check { path },
-        } => rules_check(&path),
+            command: RulesCommand::Check { path, deny_warnings },
+        } => rules_check(&path, deny_warnings),
         Command::Rules {
             command: RulesCommand::Test { path, run },
         } => rules_test(&path, run.as_deref()),
@@ -372,17 +376,48 @@ fn rules_test(path: &Path, filter: Option<&str>) -> Result<ExitCode> {
     })
 }
 
-fn rules_check(path: &Path) -> Result<ExitCode> {
+fn rules_check(path: &Path, deny_warnings: bool) -> Result<ExitCode> {
     match anning_rules::load(path) {
         Ok(pack) => {
+            let shown = path.display();
+            let mut warnings: Vec<String> = anning_rules::lint::warnings(&pack)
+                .iter()
+                .map(|d| format!("{shown}:{}:{}: warning: {}", d.line, d.col, d.message))
+                .collect();
+            match crate::rules_test::expected_rules(path) {
+                Ok(Some(tested)) => {
+                    for (i, r) in pack.rules.iter().enumerate() {
+                        if !tested.contains(&r.id) {
+                            let (line, col) = pack.rule_pos[i];
+                            warnings.push(format!(
+                                "{shown}:{line}:{col}: warning: rule `{}` has no test expecting an action from it in {}",
+                                r.id,
+                                crate::rules_test::tests_path(path).display()
+                            ));
+                        }
+                    }
+                }
+                Ok(None) => warnings.push(format!(
+                    "{shown}: warning: no tests: write {} (see `anning rules test`)",
+                    crate::rules_test::tests_path(path).display()
+                )),
+                Err(e) => warnings.push(format!("{e}")),
+            }
+            for w in &warnings {
+                println!("{w}");
+            }
             println!(
-                "{}: ok: pack `{}` ({}), {} rules",
-                path.display(),
+                "{shown}: ok: pack `{}` ({}), {} rules, {} warnings",
                 pack.name,
                 pack.hash_hex(),
-                pack.rules.len()
+                pack.rules.len(),
+                warnings.len()
             );
-            Ok(ExitCode::SUCCESS)
+            Ok(if deny_warnings && !warnings.is_empty() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Err(e) => {
             for line in e.lines() {

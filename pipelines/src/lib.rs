@@ -9,6 +9,7 @@
 //! - [`summary`]: the replay summary on stderr.
 //! - [`score`]: actions against the generator's truth (`anning score`).
 //! - [`synth_out`]: generated traffic as Parquet (`anning gen --out x.parquet`).
+//! - [`workbench`]: `anning tune` and `anning diff`.
 //! - [`daemon`]: `anning daemon` on Kafka, with its admin HTTP endpoint and metrics.
 //! - [`cli`]: the `anning` commands.
 
@@ -21,3 +22,4 @@ pub mod score;
 pub mod source;
 pub mod summary;
 pub mod synth_out;
+pub mod workbench;

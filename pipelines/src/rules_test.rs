@@ -42,7 +42,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anning_detector::mask::mask_key;
-use anning_detector::{Action, Engine, Enricher, Joiner, Record, Registry, Verdict, Watermark};
+use anning_detector::{Action, Enricher, Record, Registry};
 use anning_rules::duration::parse_duration_ms;
 use anning_rules::time::parse_rfc3339;
 use anning_rules::{ActionKind, Pack};
@@ -419,16 +419,9 @@ fn run_case(pack: &Pack, registry: &Registry, t: &TestCase) -> Result<(), String
 
 /// One shard, in time order, with the pack's watermark and the input-order joins.
 fn replay(pack: &Pack, en: Enricher<'_>, records: Vec<Record>) -> Vec<Action> {
-    let mut engine = Engine::new(std::sync::Arc::new(pack.clone()), 0, 1);
-    let mut wm = Watermark::new(pack.lateness_ms, pack.late_policy);
-    let mut joiner = Joiner::new(pack);
-    let mut out = Vec::new();
+    let mut run = crate::runtime::Serial::new(&[std::sync::Arc::new(pack.clone())], en);
     for r in records {
-        let mut r = joiner.apply(r, en);
-        if let Verdict::Process { ts, wm } = wm.observe(r.ts) {
-            r.ts = ts;
-            engine.process(&r, wm, &mut out);
-        }
+        run.push(r);
     }
-    out
+    run.actions.pop().unwrap_or_default()
 }

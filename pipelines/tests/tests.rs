@@ -9,3 +9,4 @@ mod golden;
 mod rules_test;
 mod score;
 mod util;
+mod workbench;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::{GenArgs, GenDifficulty, GenFormat, ScoreArgs};
+use super::{DiffArgs, GenArgs, GenDifficulty, GenFormat, ScoreArgs, TuneArgs, load_pack, load_registry};
 
 pub(super) fn r#gen(args: GenArgs) -> Result<ExitCode> {
     use anning_fixtures::synth::{self, Difficulty, JsonlSink, Knobs, Plan, RecordSink};
@@ -181,6 +181,132 @@ pub(super) fn score(args: ScoreArgs) -> Result<ExitCode> {
         writeln!(out)?;
     } else {
         write!(out, "{}", score::render(&s))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn tune(args: TuneArgs) -> Result<ExitCode> {
+    use crate::workbench;
+    use std::sync::Arc;
+    let pack = match load_pack(args.rules.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let registry = match load_registry(args.registry.as_deref()) {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let truth = match crate::score::read_truth(&args.truth) {
+        Ok(t) => t,
+        Err(errs) => {
+            for e in errs {
+                eprintln!("{e}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let (param, values) = match workbench::parse_sweep(&args.param) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("anning tune: --param {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut packs = Vec::new();
+    for v in &values {
+        match workbench::variant(&pack, &args.rule, &param, *v) {
+            Ok(p) => packs.push(Arc::new(p)),
+            Err(e) => {
+                eprintln!("anning tune: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    let inputs = crate::runtime::parse_inputs(&args.inputs)?;
+    let started = Instant::now();
+    let (actions, records) = workbench::run_packs(&packs, &registry, &inputs).map_err(anyhow::Error::msg)?;
+    let rows = workbench::tune_rows(&values, &actions, &args.rule, &truth, &pack);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "rule `{}`, {param} over {} values; {records} records read once",
+            args.rule,
+            values.len()
+        )?;
+        write!(out, "{}", workbench::render_tune(&args.rule, &param, &rows))?;
+    }
+    if let Some(p) = &args.csv {
+        std::fs::write(p, workbench::tune_csv(&param, &rows)).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    eprintln!(
+        "anning tune: {records} records × {} variants in {:.2} s",
+        values.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn diff(args: DiffArgs) -> Result<ExitCode> {
+    use crate::workbench;
+    use std::sync::Arc;
+    if args.rules.len() != 2 {
+        eprintln!("anning diff: give exactly two packs: --rules A --rules B");
+        return Ok(ExitCode::from(2));
+    }
+    let mut packs = Vec::new();
+    for p in &args.rules {
+        match load_pack(Some(p)) {
+            Ok(p) => packs.push(Arc::new(p)),
+            Err(code) => return Ok(code),
+        }
+    }
+    let registry = match load_registry(args.registry.as_deref()) {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let inputs = crate::runtime::parse_inputs(&args.inputs)?;
+    // One pass when the packs agree on what happens before rules (watermark, joins, number
+    // plan); else one pass each.
+    let (a, b) = (&packs[0], &packs[1]);
+    let shared = a.lateness_ms == b.lateness_ms
+        && a.late_policy == b.late_policy
+        && a.dlr_join_ms == b.dlr_join_ms
+        && format!("{:?}", a.number_plan) == format!("{:?}", b.number_plan)
+        && format!("{:?}", a.lexicon) == format!("{:?}", b.lexicon)
+        && a.unsubscribe_words == b.unsubscribe_words
+        && a.uses_fingerprint() == b.uses_fingerprint();
+    let actions = if shared {
+        workbench::run_packs(&packs, &registry, &inputs).map_err(anyhow::Error::msg)?.0
+    } else {
+        let mut out = Vec::new();
+        for p in &packs {
+            out.extend(
+                workbench::run_packs(std::slice::from_ref(p), &registry, &inputs)
+                    .map_err(anyhow::Error::msg)?
+                    .0,
+            );
+        }
+        out
+    };
+    let d = workbench::diff(&actions[0], &actions[1], a, args.raw);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &d)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "A = {} ({}), B = {} ({})",
+            args.rules[0].display(),
+            a.hash_hex(),
+            args.rules[1].display(),
+            b.hash_hex()
+        )?;
+        write!(out, "{}", workbench::render_diff(&d, args.limit))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -39,6 +39,12 @@ pub enum Command {
     /// Score actions against a truth file: recall and time to act per pattern, precision,
     /// legitimate entities harmed.
     Score(ScoreArgs),
+    /// Sweep one rule parameter over a range: actions, precision, recall and legitimate
+    /// entities harmed per value, against a truth file, in one pass over the input.
+    Tune(TuneArgs),
+    /// The actions two packs take on the same input: gained, lost and changed, by rule
+    /// and target.
+    Diff(DiffArgs),
     /// The NOC service: consume records from Kafka, produce actions to Kafka.
     Daemon(DaemonArgs),
     /// Write records from files (JSON Lines) to a Kafka topic, optionally at a set rate.
@@ -222,6 +228,54 @@ pub struct ScoreArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct TuneArgs {
+    /// Recorded traffic (as for replay), read once.
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// The rule to tune.
+    #[arg(long, value_name = "ID")]
+    pub rule: String,
+    /// NAME=FROM..TO:STEP, e.g. threshold=4..12:2 or band=0.85..0.95:0.05.
+    #[arg(long, value_name = "SWEEP")]
+    pub param: String,
+    /// The truth file `anning gen --truth` wrote.
+    #[arg(long, value_name = "FILE")]
+    pub truth: PathBuf,
+    /// Rule pack (TOML). Default: the shipped default pack.
+    #[arg(long, value_name = "PATH")]
+    pub rules: Option<PathBuf>,
+    #[arg(long, value_name = "CSV")]
+    pub registry: Option<PathBuf>,
+    /// Also write the table as CSV.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// JSON on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    /// Recorded traffic (as for replay).
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// The two packs: --rules A --rules B.
+    #[arg(long = "rules", value_name = "PATH", num_args = 1, required = true)]
+    pub rules: Vec<PathBuf>,
+    #[arg(long, value_name = "CSV")]
+    pub registry: Option<PathBuf>,
+    /// Targets listed per category at most.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub limit: usize,
+    /// JSON on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Show subscriber numbers unmasked.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct ReplayArgs {
     /// Input files (.jsonl/.json/.ndjson, .csv, .parquet), or - for JSON Lines on stdin
     /// (the default). Read in the order given, as one stream.
@@ -289,6 +343,8 @@ pub fn main() -> ExitCode {
         } => rules_test(&path, run.as_deref()),
         Command::Gen(args) => labelled::r#gen(args),
         Command::Score(args) => labelled::score(args),
+        Command::Tune(args) => labelled::tune(args),
+        Command::Diff(args) => labelled::diff(args),
         Command::Daemon(args) => kafka::daemon(args),
         Command::Produce(args) => kafka::produce(args),
         Command::Tail(args) => kafka::tail(args),

@@ -25,7 +25,7 @@ pub fn parse_sweep(s: &str) -> Result<(String, Vec<f64>), String> {
     let (from, to) = span.split_once("..").ok_or_else(bad)?;
     let num = |x: &str| x.trim().parse::<f64>().map_err(|_| bad());
     let (from, to, step) = (num(from)?, num(to)?, num(step)?);
-    if !(step > 0.0) || to < from || ((to - from) / step) > 1000.0 {
+    if step.is_nan() || step <= 0.0 || to < from || ((to - from) / step) > 1000.0 {
         return Err(format!("`{s}`: STEP must be positive, TO at least FROM, and at most 1000 values"));
     }
     let n = ((to - from) / step + 1e-9).floor() as usize;
@@ -79,7 +79,7 @@ pub fn variant(pack: &Pack, rule: &str, param: &str, v: f64) -> Result<Pack, Str
             }
         }
         (RuleKind::Ratio { ratio, .. }, "ratio") => {
-            if !(v > 0.0) {
+            if v.is_nan() || v <= 0.0 {
                 return Err(format!("`ratio` = {v} must be positive"));
             }
             *ratio = v;

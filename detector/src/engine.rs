@@ -109,6 +109,8 @@ struct DimState {
     sweep_every: i64,
     /// Next watermark at which to sweep.
     next_sweep: i64,
+    /// [`dim_seed`] of this dim.
+    seed: u64,
 }
 
 /// One shard's detector.
@@ -124,9 +126,16 @@ pub struct Engine {
     allow: HashMap<(usize, String), Vec<i64>>,
 }
 
-/// Hash of a key of dim `d` given its parts; also decides which shard owns it.
-pub fn key_hash(d: usize, parts: &[&str]) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::with_seed(d as u64);
+/// The hash seed of a dimension: from its name, so a key keeps its hash (and its shard)
+/// across pack reloads that renumber dimensions.
+pub fn dim_seed(dim: &anning_rules::Dim) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(dim.name().as_bytes())
+}
+
+/// Hash of a key of a dim (by its [`dim_seed`]) given its parts; also decides which shard
+/// owns it.
+pub fn key_hash(seed: u64, parts: &[&str]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::with_seed(seed);
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
             h.update(b"+");
@@ -207,28 +216,9 @@ impl Engine {
     /// A shard `shard` of `shards` running `pack`.
     pub fn new(pack: Arc<Pack>, shard: usize, shards: usize) -> Self {
         assert!(shard < shards);
-        let dims = (0..pack.dims.len())
-            .map(|d| {
-                let rules: Vec<usize> = (0..pack.rules.len()).filter(|&r| pack.rules[r].dim == d).collect();
-                let history = rules
-                    .iter()
-                    .map(|&r| history_ms(&pack.rules[r], pack.lateness_ms))
-                    .max()
-                    .unwrap_or(0);
-                let sweep_every = (history / 4).max(60_000);
-                DimState {
-                    rules,
-                    table: HashTable::new(),
-                    sweep_every,
-                    next_sweep: i64::MIN,
-                }
-            })
-            .collect();
+        let dims = dim_states(&pack);
         let n = pack.rules.len();
-        let mut allow: HashMap<(usize, String), Vec<i64>> = HashMap::new();
-        for a in &pack.allow {
-            allow.entry((a.dim, a.key.clone())).or_default().push(a.until);
-        }
+        let allow = allow_map(&pack);
         Engine {
             pack,
             shard: shard as u64,
@@ -288,7 +278,7 @@ impl Engine {
             }
         }
         let parts = &parts[..dim.parts.len()];
-        let hash = key_hash(d, parts);
+        let hash = key_hash(self.dims[d].seed, parts);
         if shard_of(hash, self.shards) != self.shard {
             return;
         }
@@ -498,12 +488,80 @@ impl Engine {
         }
     }
 
+    /// Runs `pack` from now on, keeping what state still means the same: a rule with the
+    /// same id whose key, records, window and measure are unchanged keeps its counters and
+    /// ladders (a changed threshold or ladder applies to them at once); other rules start
+    /// empty. Actions in force on a target stay in force. Counters of [`EngineStats`] carry
+    /// over by rule id.
+    pub fn reload(&mut self, pack: Arc<Pack>) -> Reloaded {
+        let old = std::mem::replace(&mut self.pack, Arc::clone(&pack));
+        let mut dims = dim_states(&pack);
+        let mut done = Reloaded::default();
+        let mut old_dims = std::mem::take(&mut self.dims);
+        for (od, ods) in old_dims.iter_mut().enumerate() {
+            let nd = pack.dims.iter().position(|x| *x == old.dims[od]);
+            // For each rule of the new dim: the slot index of the old rule whose state it keeps.
+            let from: Vec<Option<usize>> = match nd {
+                Some(nd) => dims[nd]
+                    .rules
+                    .iter()
+                    .map(|&nr| {
+                        ods.rules.iter().position(|&or| {
+                            old.rules[or].id == pack.rules[nr].id && same_state(&old, &old.rules[or], &pack, &pack.rules[nr])
+                        })
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            for e in ods.table.drain() {
+                let Some(nd) = nd else {
+                    done.dropped += e.slots.len() as u64;
+                    continue;
+                };
+                let mut old_slots: Vec<Option<RuleSlot>> = e.slots.into_vec().into_iter().map(Some).collect();
+                let slots: Box<[RuleSlot]> = dims[nd]
+                    .rules
+                    .iter()
+                    .zip(&from)
+                    .map(|(&nr, f)| match f.and_then(|i| old_slots[i].take()) {
+                        Some(s) => {
+                            done.kept += 1;
+                            s
+                        }
+                        None => new_slot(&pack.rules[nr], pack.lateness_ms),
+                    })
+                    .collect();
+                done.dropped += old_slots.iter().filter(|s| s.is_some()).count() as u64;
+                let entry = Entry {
+                    hash: e.hash,
+                    key: e.key,
+                    slots,
+                    active: e.active,
+                };
+                dims[nd].table.insert_unique(entry.hash, entry, |x| x.hash);
+            }
+        }
+        self.dims = dims;
+        self.allow = allow_map(&pack);
+        let carry = |v: &[u64]| -> Vec<u64> {
+            pack.rules
+                .iter()
+                .map(|r| old.rules.iter().position(|o| o.id == r.id).map_or(0, |i| v[i]))
+                .collect()
+        };
+        self.stats.fired = carry(&self.stats.fired);
+        self.stats.suppressed = carry(&self.stats.suppressed);
+        self.stats.allowed = carry(&self.stats.allowed);
+        self.stats.protected = carry(&self.stats.protected);
+        done
+    }
+
     /// Lifts whatever action `key` of `dim` is under (release on appeal) and resets its
     /// ladders. Returns the `release` action, or `None` when nothing was in force at `ts`.
     pub fn release(&mut self, dim_name: &str, key: &str, ts: i64, reason: &str) -> Option<Action> {
         let d = self.pack.dims.iter().position(|x| x.name() == dim_name)?;
         let parts: Vec<&str> = key.splitn(self.pack.dims[d].parts.len(), '+').collect();
-        let hash = key_hash(d, &parts);
+        let hash = key_hash(self.dims[d].seed, &parts);
         let entry = self.dims[d].table.find_mut(hash, |e| e.hash == hash && &*e.key == key)?;
         let active = entry.active.take().filter(|a| a.until > ts)?;
         for s in entry.slots.iter_mut() {
@@ -533,7 +591,7 @@ impl Engine {
             return false;
         };
         let parts: Vec<&str> = key.splitn(self.pack.dims[d].parts.len(), '+').collect();
-        shard_of(key_hash(d, &parts), self.shards) == self.shard
+        shard_of(key_hash(dim_seed(&self.pack.dims[d]), &parts), self.shards) == self.shard
     }
 
     fn sweep(&mut self, pack: &Pack, d: usize, wm: i64) {
@@ -544,6 +602,73 @@ impl Engine {
         self.stats.evicted += (before - ds.table.len()) as u64;
         ds.next_sweep = wm.saturating_add(ds.sweep_every);
     }
+}
+
+fn dim_states(pack: &Pack) -> Vec<DimState> {
+    (0..pack.dims.len())
+        .map(|d| {
+            let rules: Vec<usize> = (0..pack.rules.len()).filter(|&r| pack.rules[r].dim == d).collect();
+            let history = rules
+                .iter()
+                .map(|&r| history_ms(&pack.rules[r], pack.lateness_ms))
+                .max()
+                .unwrap_or(0);
+            let sweep_every = (history / 4).max(60_000);
+            DimState {
+                rules,
+                table: HashTable::new(),
+                sweep_every,
+                next_sweep: i64::MIN,
+                seed: dim_seed(&pack.dims[d]),
+            }
+        })
+        .collect()
+}
+
+fn allow_map(pack: &Pack) -> HashMap<(usize, String), Vec<i64>> {
+    let mut allow: HashMap<(usize, String), Vec<i64>> = HashMap::new();
+    for a in &pack.allow {
+        allow.entry((a.dim, a.key.clone())).or_default().push(a.until);
+    }
+    allow
+}
+
+/// Whether state kept for `old` (of `op`) means the same for `new` (of `np`): same key,
+/// records, window and measure. Thresholds, ladders and descriptions may differ.
+fn same_state(op: &Pack, old: &Rule, np: &Pack, new: &Rule) -> bool {
+    let targets = |p: &Pack, r: &Rule| r.targets.iter().map(|&t| p.dims[t].clone()).collect::<Vec<_>>();
+    let kind = match (&old.kind, &new.kind) {
+        (
+            RuleKind::Rate {
+                distinct: a,
+                sequential: sa,
+                ..
+            },
+            RuleKind::Rate {
+                distinct: b,
+                sequential: sb,
+                ..
+            },
+        ) => a == b && sa.is_some() == sb.is_some(),
+        (RuleKind::NearLimit { n: a, .. }, RuleKind::NearLimit { n: b, .. }) => a == b && op.lateness_ms == np.lateness_ms,
+        (RuleKind::Ratio { numerator: a, .. }, RuleKind::Ratio { numerator: b, .. }) => a == b,
+        (RuleKind::Unsubscribe { .. }, RuleKind::Unsubscribe { .. }) => true,
+        _ => false,
+    };
+    kind && op.dims[old.dim] == np.dims[new.dim]
+        && old.window_ms == new.window_ms
+        && old.slide_ms == new.slide_ms
+        && old.filter == new.filter
+        && targets(op, old) == targets(np, new)
+}
+
+/// What a reload kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// (key, rule) states carried over.
+    pub kept: u64,
+    /// States of rules whose window changed, or that are gone.
+    pub dropped: u64,
 }
 
 /// How much event time a rule's state reaches back.

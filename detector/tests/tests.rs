@@ -2,5 +2,6 @@
 //! threshold dodgers and greeting rounds.
 
 mod dodgers;
+mod reload;
 mod support;
 mod window_models;

@@ -122,8 +122,20 @@ pub struct Engine {
     /// Reused buffer for building compound keys.
     scratch: String,
     stats: EngineStats,
-    /// Allowlist: (dim, key) → (until, entry index) per entry.
+    /// Allowlist: (dim, key) → expiry of each entry.
     allow: HashMap<(usize, String), Vec<i64>>,
+    /// Throttles and suspensions held back by the allowlist since the last
+    /// [`Engine::take_allowed`].
+    allowed: Vec<Allowed>,
+}
+
+/// A throttle or suspension the allowlist held back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allowed {
+    pub ts: i64,
+    pub rule: String,
+    pub dim: String,
+    pub key: String,
 }
 
 /// The hash seed of a dimension: from its name, so a key keeps its hash (and its shard)
@@ -233,6 +245,7 @@ impl Engine {
                 ..Default::default()
             },
             allow,
+            allowed: Vec::new(),
         }
     }
 
@@ -426,7 +439,7 @@ impl Engine {
             let dim_name = dim.name();
             if rule.targets.is_empty() {
                 let level = slot.ladder.level_at(rec.ts, &pack.escalation) + 1 + boost;
-                let Some(step) = policy(&self.allow, &mut self.stats, pack, r, d, &entry.key, rec, level) else {
+                let Some(step) = policy(&self.allow, &mut self.stats, &mut self.allowed, pack, r, d, &entry.key, rec, level) else {
                     continue;
                 };
                 // A shadow rule climbs its own ladder but never counts as the action in force.
@@ -471,7 +484,7 @@ impl Engine {
                 let (ladder, active) = acted.get(&id).cloned().unzip();
                 let ladder = ladder.unwrap_or_default();
                 let level = ladder.level_at(rec.ts, &pack.escalation) + 1 + boost;
-                let Some(step) = policy(&self.allow, &mut self.stats, pack, r, t, &key, rec, level) else {
+                let Some(step) = policy(&self.allow, &mut self.stats, &mut self.allowed, pack, r, t, &key, rec, level) else {
                     continue;
                 };
                 if ladder.in_force(rec.ts) || active.as_ref().is_some_and(|a| a.covers(&step, rec.ts)) {
@@ -486,6 +499,11 @@ impl Engine {
                 acted.insert(id, (ladder, Active { step, until }));
             }
         }
+    }
+
+    /// The throttles and suspensions the allowlist held back since the last call.
+    pub fn take_allowed(&mut self) -> Vec<Allowed> {
+        std::mem::take(&mut self.allowed)
     }
 
     /// Runs `pack` from now on, keeping what state still means the same: a rule with the
@@ -747,6 +765,7 @@ fn is_idle(pack: &Pack, rules: &[usize], e: &Entry, wm: i64) -> bool {
 fn policy(
     allow: &HashMap<(usize, String), Vec<i64>>,
     stats: &mut EngineStats,
+    log: &mut Vec<Allowed>,
     pack: &Pack,
     r: usize,
     d: usize,
@@ -764,6 +783,12 @@ fn policy(
         && untils.iter().any(|&u| rec.ts < u)
     {
         stats.allowed[r] += 1;
+        log.push(Allowed {
+            ts: rec.ts,
+            rule: rule.id.clone(),
+            dim: pack.dims[d].name(),
+            key: key.to_string(),
+        });
         return None;
     }
     if !rule.misuse && pack.protect & rec.port_class.bit() != 0 && rec.get(Slot::Port).is_some() {

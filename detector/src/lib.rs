@@ -26,7 +26,7 @@ pub mod watermark;
 pub mod window;
 
 pub use action::Action;
-pub use engine::{Engine, EngineStats};
+pub use engine::{Allowed, Engine, EngineStats, Reloaded};
 pub use join::Joiner;
 pub use record::{Enricher, Record, RecordBuilder, Slot};
 pub use registry::Registry;

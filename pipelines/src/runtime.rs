@@ -170,6 +170,8 @@ pub fn run(
                         for (rec, wm) in batch.iter() {
                             engine.process(rec, *wm, &mut actions);
                         }
+                        // Counted in the engine's stats; replay reports the count.
+                        engine.take_allowed();
                     }
                     (actions, engine.stats())
                 })
@@ -265,6 +267,7 @@ impl<'a> Serial<'a> {
                 }
                 for (e, out) in self.engines.iter_mut().zip(self.actions.iter_mut()) {
                     e.process(&r, wm, out);
+                    e.take_allowed();
                 }
             }
             Verdict::Late { .. } => self.late += 1,

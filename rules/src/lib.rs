@@ -87,6 +87,48 @@ pub fn load(path: &Path) -> Result<Pack, PackError> {
     compile_named(&shown, &source)
 }
 
+/// Adds the `[[allow]]` entries of an allowlist file (TOML, nothing but `[[allow]]`
+/// tables) to `pack`. The pack's hash then covers the allowlist too, so actions say which
+/// allowlist was in force.
+pub fn merge_allowlist(pack: &mut Pack, path: &str, source: &str) -> Result<(), PackError> {
+    let frag = compile_named(path, source)?;
+    if !frag.rules.is_empty() {
+        return Err(PackError::Invalid {
+            path: path.to_string(),
+            diagnostics: vec![Diagnostic {
+                line: frag.rule_pos[0].0,
+                col: frag.rule_pos[0].1,
+                message: "an allowlist file holds only [[allow]] tables; rules belong in the pack".into(),
+            }],
+        });
+    }
+    for mut a in frag.allow {
+        let dim = frag.dims[a.dim].clone();
+        a.dim = match pack.dims.iter().position(|d| *d == dim) {
+            Some(i) => i,
+            None => {
+                pack.dims.push(dim);
+                pack.dims.len() - 1
+            }
+        };
+        pack.allow.push(a);
+    }
+    let mut h = xxhash_rust::xxh3::Xxh3::with_seed(pack.hash);
+    h.update(source.as_bytes());
+    pack.hash = h.digest();
+    Ok(())
+}
+
+/// Reads an allowlist file and merges it into `pack` ([`merge_allowlist`]).
+pub fn load_allowlist(pack: &mut Pack, path: &Path) -> Result<(), PackError> {
+    let shown = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|source| PackError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    merge_allowlist(pack, &shown, &source)
+}
+
 /// The shipped default pack, compiled.
 pub fn default_pack() -> Pack {
     compile_named(DEFAULT_PACK_PATH, DEFAULT_PACK).expect("the shipped default pack compiles (tested)")

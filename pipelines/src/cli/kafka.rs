@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::{DaemonArgs, ProduceArgs, TailArgs, load_pack, load_registry};
+use super::{DaemonArgs, ProduceArgs, TailArgs, load_registry};
 
 fn split_prop(p: &str) -> Result<(String, String)> {
     let (k, v) = p.split_once('=').with_context(|| format!("-X {p}: expected PROPERTY=VALUE"))?;
@@ -42,6 +42,9 @@ pub(super) fn daemon(args: DaemonArgs) -> Result<ExitCode> {
     if args.rules.is_some() {
         cfg.rules = args.rules.clone();
     }
+    if args.allowlist.is_some() {
+        cfg.allowlist = args.allowlist.clone();
+    }
     if args.registry.is_some() {
         cfg.registry = args.registry.clone();
     }
@@ -53,9 +56,14 @@ pub(super) fn daemon(args: DaemonArgs) -> Result<ExitCode> {
         eprintln!("anning daemon: {e}");
         return Ok(ExitCode::from(2));
     }
-    let pack = match load_pack(cfg.rules.as_deref()) {
+    let pack = match daemon::load_rules(&cfg) {
         Ok(p) => Arc::new(p),
-        Err(code) => return Ok(code),
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            return Ok(ExitCode::from(2));
+        }
     };
     let registry = match load_registry(cfg.registry.as_deref()) {
         Ok(r) => r,
@@ -65,10 +73,22 @@ pub(super) fn daemon(args: DaemonArgs) -> Result<ExitCode> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handlers")?;
     }
+    let sighup = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&sighup)).context("cannot install signal handlers")?;
+    let (reload_tx, reload_rx) = crossbeam_channel::unbounded();
     let metrics = Arc::new(daemon::Metrics::default());
-    let addr = daemon::admin::serve(&cfg.admin, Arc::clone(&metrics)).with_context(|| format!("cannot listen on {}", cfg.admin))?;
+    let admin = daemon::admin::Admin {
+        metrics: Arc::clone(&metrics),
+        token: cfg.admin_token.clone(),
+        reload: reload_tx,
+    };
+    let addr = daemon::admin::serve(&cfg.admin, admin).with_context(|| format!("cannot listen on {}", cfg.admin))?;
     tracing::info!("admin HTTP on http://{addr}/metrics");
-    daemon::run(&cfg, pack, &registry, metrics, stop)?;
+    let reload = daemon::Reload {
+        signal: sighup,
+        requests: reload_rx,
+    };
+    daemon::run(&cfg, pack, &registry, metrics, stop, reload)?;
     tracing::info!("stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }

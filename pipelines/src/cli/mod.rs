@@ -76,8 +76,13 @@ pub struct DaemonArgs {
     /// Settings file (TOML); ANNING_* environment variables and these flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Rule pack (TOML); SIGHUP or `POST /rules/reload` (with admin_token) reloads it.
     #[arg(long, value_name = "PATH")]
     pub rules: Option<PathBuf>,
+    /// Allowlist file ([[allow]] tables: dim, key, until, reason, author), reloaded with
+    /// the rules.
+    #[arg(long, value_name = "FILE")]
+    pub allowlist: Option<PathBuf>,
     #[arg(long, value_name = "CSV")]
     pub registry: Option<PathBuf>,
     /// Default 127.0.0.1:9092.

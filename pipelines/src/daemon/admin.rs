@@ -1,5 +1,6 @@
-//! The admin HTTP endpoint: `/metrics` (Prometheus text), `/healthz`, `/readyz`. A small
-//! HTTP/1.1 server on its own thread: one request per connection.
+//! The admin HTTP endpoint: `/metrics` (Prometheus text), `/healthz`, `/readyz`, and
+//! `POST /rules/reload` (bearer token). A small HTTP/1.1 server on its own thread: one
+//! request per connection.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -9,26 +10,72 @@ use std::time::Duration;
 
 use super::metrics::Metrics;
 
+/// What the endpoint serves.
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+    /// The bearer token `POST /rules/reload` needs; `None` = reloads over HTTP are off.
+    pub token: Option<String>,
+    /// Where reload requests go (the daemon's batch loop answers between batches).
+    pub reload: crossbeam_channel::Sender<super::ReloadRequest>,
+}
+
 /// Binds `addr` and serves on a background thread; returns the bound address.
-pub fn serve(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<std::net::SocketAddr> {
+pub fn serve(addr: &str, admin: Admin) -> std::io::Result<std::net::SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
     std::thread::Builder::new().name("admin-http".into()).spawn(move || {
         for stream in listener.incoming().flatten() {
-            let _ = handle(stream, &metrics);
+            let _ = handle(stream, &admin);
         }
     })?;
     Ok(local)
 }
 
-fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+/// Compares in time independent of where the strings differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn reload(admin: &Admin, bearer: Option<&str>) -> (&'static str, String) {
+    let Some(token) = &admin.token else {
+        return (
+            "403 Forbidden",
+            "reloading over HTTP is off: set admin_token (or ANNING_ADMIN_TOKEN); SIGHUP reloads too\n".into(),
+        );
+    };
+    if !bearer.is_some_and(|b| same(b, token)) {
+        return (
+            "401 Unauthorized",
+            "a valid `Authorization: Bearer <admin_token>` header is required\n".into(),
+        );
+    }
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    if admin.reload.send(tx).is_err() {
+        return ("503 Service Unavailable", "the daemon is stopping\n".into());
+    }
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(msg)) => ("200 OK", msg),
+        Ok(Err(msg)) => ("422 Unprocessable Entity", msg),
+        Err(_) => ("504 Gateway Timeout", "no answer from the batch loop within 60 s\n".into()),
+    }
+}
+
+fn handle(mut stream: TcpStream, admin: &Admin) -> std::io::Result<()> {
+    let metrics = &admin.metrics;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request = String::new();
     reader.read_line(&mut request)?;
-    // Drain the headers.
+    // Headers: only the bearer token matters.
     let mut line = String::new();
+    let mut bearer = None;
     while reader.read_line(&mut line)? > 2 {
+        if let Some((name, value)) = line.split_once(':')
+            && name.trim().eq_ignore_ascii_case("authorization")
+            && let Some(t) = value.trim().strip_prefix("Bearer ")
+        {
+            bearer = Some(t.trim().to_string());
+        }
         line.clear();
     }
     let mut parts = request.split_whitespace();
@@ -42,6 +89,10 @@ fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
             "text/plain",
             "not ready: waiting for partitions or state\n".to_string(),
         ),
+        ("POST", "/rules/reload") => {
+            let (status, body) = reload(admin, bearer.as_deref());
+            (status, "text/plain", body)
+        }
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
         _ => ("405 Method Not Allowed", "text/plain", "method not allowed\n".to_string()),
     };

@@ -32,6 +32,11 @@ pub struct DaemonConfig {
     /// Shard worker threads.
     pub threads: usize,
     pub rules: Option<PathBuf>,
+    /// Allowlist file (`[[allow]]` tables), reloaded with the rules.
+    pub allowlist: Option<PathBuf>,
+    /// Bearer token that `POST /rules/reload` on the admin port must present; without one
+    /// the endpoint refuses every request (SIGHUP still reloads).
+    pub admin_token: Option<String>,
     pub registry: Option<PathBuf>,
     /// Create the input, actions and dead-letter topics if absent.
     pub create_topics: bool,
@@ -62,6 +67,8 @@ impl Default for DaemonConfig {
             admin: "127.0.0.1:9898".into(),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             rules: None,
+            allowlist: None,
+            admin_token: None,
             registry: None,
             create_topics: true,
             partitions: 1,
@@ -118,6 +125,8 @@ impl DaemonConfig {
                 "ADMIN" => self.admin = v,
                 "THREADS" => self.threads = num(&v)? as usize,
                 "RULES" => self.rules = Some(v.into()),
+                "ALLOWLIST" => self.allowlist = Some(v.into()),
+                "ADMIN_TOKEN" => self.admin_token = Some(v),
                 "REGISTRY" => self.registry = Some(v.into()),
                 "BATCH_MAX" => self.batch_max = num(&v)? as usize,
                 "BATCH_MS" => self.batch_ms = num(&v)?,

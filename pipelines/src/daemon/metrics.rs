@@ -20,6 +20,13 @@ pub struct Metrics {
     pub dead_letters: AtomicU64,
     /// Messages fetched again that this process had handled already (skipped).
     pub redelivered: AtomicU64,
+    /// Pack reloads that took effect, and that were refused (invalid pack).
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
+    /// Throttles and suspensions the allowlist held back, by rule.
+    pub allowlisted: Mutex<BTreeMap<String, u64>>,
+    /// Name and hash of the pack running.
+    pub pack: Mutex<(String, String)>,
     pub batches: AtomicU64,
     pub commits: AtomicU64,
     pub commit_errors: AtomicU64,
@@ -50,6 +57,10 @@ impl Default for Metrics {
             actions_suppressed: Default::default(),
             dead_letters: Default::default(),
             redelivered: Default::default(),
+            reloads: Default::default(),
+            reload_failures: Default::default(),
+            allowlisted: Default::default(),
+            pack: Default::default(),
             batches: Default::default(),
             commits: Default::default(),
             commit_errors: Default::default(),
@@ -121,7 +132,27 @@ impl Metrics {
         for ((rule, kind), n) in self.shadow_actions.lock().expect("metrics lock").iter() {
             let _ = writeln!(o, "anning_shadow_actions_total{{rule=\"{}\",action=\"{kind}\"}} {n}", escape(rule));
         }
-        let counters: [(&str, &str, &AtomicU64); 7] = [
+        family(
+            &mut o,
+            "anning_allowlisted_total",
+            "counter",
+            "Throttles and suspensions held back by the allowlist, by rule.",
+        );
+        for (rule, n) in self.allowlisted.lock().expect("metrics lock").iter() {
+            let _ = writeln!(o, "anning_allowlisted_total{{rule=\"{}\"}} {n}", escape(rule));
+        }
+        {
+            let (name, hash) = &*self.pack.lock().expect("metrics lock");
+            family(&mut o, "anning_pack_info", "gauge", "The rule pack running: name and content hash.");
+            let _ = writeln!(o, "anning_pack_info{{pack=\"{}\",hash=\"{hash}\"}} 1", escape(name));
+        }
+        let counters: [(&str, &str, &AtomicU64); 9] = [
+            ("anning_reloads_total", "Rule pack reloads that took effect.", &self.reloads),
+            (
+                "anning_reload_failures_total",
+                "Rule pack reloads refused (the pack or allowlist had errors; the old pack kept running).",
+                &self.reload_failures,
+            ),
             (
                 "anning_redelivered_total",
                 "Messages fetched again after an outage or rebalance, already handled, skipped.",

@@ -67,6 +67,35 @@ fn now_ms() -> i64 {
 
 type Batch = Arc<Vec<(Record, i64, u32)>>;
 
+/// What shard workers are given: a batch, or a new pack to run from now on.
+enum Work {
+    Batch(Batch),
+    Reload(Arc<Pack>),
+}
+
+/// What shard workers answer: a batch's actions (with the record index that tipped each)
+/// and the allowlist's held-back actions, or what a reload kept.
+enum Done {
+    Batch(Vec<(u32, Action)>, Vec<anning_detector::Allowed>),
+    Reloaded(anning_detector::Reloaded),
+}
+
+/// A reload asked for over HTTP: the answer goes back on the sender.
+pub type ReloadRequest = crossbeam_channel::Sender<Result<String, String>>;
+
+/// Loads the pack the configuration names (or the shipped one) and its allowlist. Every
+/// problem is returned as a `file:line:col: message` line.
+pub fn load_rules(cfg: &DaemonConfig) -> Result<Pack, Vec<String>> {
+    let mut pack = match &cfg.rules {
+        Some(p) => anning_rules::load(p).map_err(|e| e.lines())?,
+        None => anning_rules::default_pack(),
+    };
+    if let Some(a) = &cfg.allowlist {
+        anning_rules::load_allowlist(&mut pack, a).map_err(|e| e.lines())?;
+    }
+    Ok(pack)
+}
+
 /// A message to produce, kept until acknowledged.
 struct Out {
     topic: Topic,
@@ -204,6 +233,62 @@ fn client_config(cfg: &DaemonConfig, extra: &BTreeMap<String, String>) -> Client
     c
 }
 
+/// Loads the configured pack and, if it compiles, hands it to every shard between batches.
+/// Returns what to tell whoever asked.
+fn reload_pack(
+    cfg: &DaemonConfig,
+    pack: &mut Arc<Pack>,
+    txs: &[crossbeam_channel::Sender<Work>],
+    rrx: &crossbeam_channel::Receiver<Done>,
+    threads: usize,
+    metrics: &Metrics,
+) -> Result<String, String> {
+    let new = match load_rules(cfg) {
+        Ok(p) => Arc::new(p),
+        Err(errors) => {
+            metrics.reload_failures.fetch_add(1, Relaxed);
+            for e in &errors {
+                tracing::error!("reload refused: {e}");
+            }
+            return Err(format!(
+                "reload refused; pack {} keeps running:\n{}\n",
+                pack.hash_hex(),
+                errors.join("\n")
+            ));
+        }
+    };
+    if new.lateness_ms != pack.lateness_ms || new.late_policy != pack.late_policy || new.dlr_join_ms != pack.dlr_join_ms {
+        tracing::warn!("the new pack changes lateness, late_policy or dlr_join: those take effect at the next start");
+    }
+    let mut kept = anning_detector::Reloaded::default();
+    for tx in txs {
+        tx.send(Work::Reload(Arc::clone(&new)))
+            .map_err(|_| "a shard worker stopped".to_string())?;
+    }
+    for _ in 0..threads {
+        match rrx.recv() {
+            Ok(Done::Reloaded(r)) => {
+                kept.kept += r.kept;
+                kept.dropped += r.dropped;
+            }
+            _ => return Err("a shard worker stopped".into()),
+        }
+    }
+    let msg = format!(
+        "reloaded: pack `{}` {} (was {}); {} rule states kept, {} started afresh",
+        new.name,
+        new.hash_hex(),
+        pack.hash_hex(),
+        kept.kept,
+        kept.dropped
+    );
+    tracing::info!("{msg}");
+    *pack = new;
+    *metrics.pack.lock().expect("lock") = (pack.name.clone(), pack.hash_hex());
+    metrics.reloads.fetch_add(1, Relaxed);
+    Ok(msg + "\n")
+}
+
 /// Creates the topics the daemon uses when absent.
 pub fn ensure_topics(cfg: &DaemonConfig) -> Result<()> {
     let conf = client_config(cfg, &BTreeMap::new());
@@ -281,7 +366,23 @@ fn action_out(a: &Action, ingested_ms: i64, event_ts: i64) -> Out {
 
 /// Runs until `stop` is set (SIGINT/SIGTERM), then finishes the batch in hand, flushes,
 /// commits and returns.
-pub fn run(cfg: &DaemonConfig, pack: Arc<Pack>, registry: &Registry, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) -> Result<()> {
+/// How to ask the running daemon for a new pack: SIGHUP sets `signal`; the admin endpoint
+/// sends requests that wait for the answer.
+pub struct Reload {
+    pub signal: Arc<AtomicBool>,
+    pub requests: crossbeam_channel::Receiver<ReloadRequest>,
+}
+
+pub fn run(
+    cfg: &DaemonConfig,
+    pack: Arc<Pack>,
+    registry: &Registry,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    reload: Reload,
+) -> Result<()> {
+    let mut pack = pack;
+    *metrics.pack.lock().expect("lock") = (pack.name.clone(), pack.hash_hex());
     if cfg.create_topics {
         ensure_topics(cfg)?;
     }
@@ -330,23 +431,29 @@ pub fn run(cfg: &DaemonConfig, pack: Arc<Pack>, registry: &Registry, metrics: Ar
 
     // Shard workers: the same engine and sharding as replay.
     let threads = cfg.threads.max(1);
-    let (rtx, rrx) = bounded::<Vec<(u32, Action)>>(threads);
+    let (rtx, rrx) = bounded::<Done>(threads);
     let mut txs = Vec::new();
     let mut workers = Vec::new();
     for shard in 0..threads {
-        let (tx, rx) = bounded::<Batch>(2);
+        let (tx, rx) = bounded::<Work>(2);
         txs.push(tx);
         let (pack, rtx) = (Arc::clone(&pack), rtx.clone());
         workers.push(thread::Builder::new().name(format!("shard-{shard}")).spawn(move || {
             let mut engine = Engine::new(pack, shard, threads);
             let mut buf = Vec::new();
-            for batch in rx {
-                let mut out = Vec::new();
-                for (rec, wm, idx) in batch.iter() {
-                    engine.process(rec, *wm, &mut buf);
-                    out.extend(buf.drain(..).map(|a| (*idx, a)));
-                }
-                if rtx.send(out).is_err() {
+            for work in rx {
+                let done = match work {
+                    Work::Batch(batch) => {
+                        let mut out = Vec::new();
+                        for (rec, wm, idx) in batch.iter() {
+                            engine.process(rec, *wm, &mut buf);
+                            out.extend(buf.drain(..).map(|a| (*idx, a)));
+                        }
+                        Done::Batch(out, engine.take_allowed())
+                    }
+                    Work::Reload(p) => Done::Reloaded(engine.reload(p)),
+                };
+                if rtx.send(done).is_err() {
                     return;
                 }
             }
@@ -354,7 +461,6 @@ pub fn run(cfg: &DaemonConfig, pack: Arc<Pack>, registry: &Registry, metrics: Ar
     }
     drop(rtx);
 
-    let en = Enricher::new(&pack, registry);
     let mut joiner = Joiner::new(&pack);
     let mut wm = Partitioned::new(pack.lateness_ms, pack.late_policy);
     let mut builder = RecordBuilder::default();
@@ -365,6 +471,15 @@ pub fn run(cfg: &DaemonConfig, pack: Arc<Pack>, registry: &Registry, metrics: Ar
     tracing::info!(brokers = %cfg.brokers, group = %cfg.group, topic = %cfg.input_topic, "daemon started");
 
     while !stop.load(Ordering::Relaxed) {
+        // 0. Between batches: a new pack, if asked for. No record is seen by both packs.
+        let asked: Vec<ReloadRequest> = reload.requests.try_iter().collect();
+        if reload.signal.swap(false, Ordering::Relaxed) || !asked.is_empty() {
+            let answer = reload_pack(cfg, &mut pack, &txs, &rrx, threads, &metrics);
+            for a in asked {
+                let _ = a.send(answer.clone());
+            }
+        }
+        let en = Enricher::new(&pack, registry);
         // 1. Gather a batch.
         let mut records: Vec<(Record, i64, u32)> = Vec::new();
         let mut metas: Vec<Meta> = Vec::new();
@@ -447,10 +562,23 @@ pub fn run(cfg: &DaemonConfig, pack: Arc<Pack>, registry: &Registry, metrics: Ar
             metrics.shard_queue.store(records.len() as i64, Relaxed);
             let batch: Batch = Arc::new(records);
             for tx in &txs {
-                tx.send(Arc::clone(&batch)).context("a shard worker stopped")?;
+                tx.send(Work::Batch(Arc::clone(&batch))).context("a shard worker stopped")?;
             }
             for _ in 0..threads {
-                actions.extend(rrx.recv().context("a shard worker stopped")?);
+                match rrx.recv().context("a shard worker stopped")? {
+                    Done::Batch(acts, allowed) => {
+                        actions.extend(acts);
+                        for a in allowed {
+                            let shown = match anning_rules::Dim::parse(&a.dim) {
+                                Ok(d) => anning_detector::mask::mask_key(&d, &a.key, &pack.number_plan),
+                                Err(_) => a.key.clone(),
+                            };
+                            tracing::info!(rule = %a.rule, target = %format!("{}:{shown}", a.dim), ts = a.ts, "allowlisted: action held back");
+                            *metrics.allowlisted.lock().expect("lock").entry(a.rule).or_default() += 1;
+                        }
+                    }
+                    Done::Reloaded(_) => unreachable!("reloads are answered where they are sent"),
+                }
             }
             metrics.shard_queue.store(0, Relaxed);
             actions.sort_by(|a, b| (a.0, a.1.sort_key()).cmp(&(b.0, b.1.sort_key())));

@@ -122,8 +122,17 @@ pub struct Engine {
     /// Reused buffer for building compound keys.
     scratch: String,
     stats: EngineStats,
+    policy: Policy,
+}
+
+/// The pack's policy over steps: allowlist and protected ports.
+#[derive(Debug, Default)]
+struct Policy {
     /// Allowlist: (dim, key) → expiry of each entry.
     allow: HashMap<(usize, String), Vec<i64>>,
+    /// (rule, dim, key) → until when a held-back action is not counted again: one count and
+    /// one log line per would-be action, not per record while the rule's condition holds.
+    quiet: HashMap<(usize, usize, String), i64>,
     /// Throttles and suspensions held back by the allowlist since the last
     /// [`Engine::take_allowed`].
     allowed: Vec<Allowed>,
@@ -244,8 +253,10 @@ impl Engine {
                 protected: vec![0; n],
                 ..Default::default()
             },
-            allow,
-            allowed: Vec::new(),
+            policy: Policy {
+                allow,
+                ..Default::default()
+            },
         }
     }
 
@@ -439,7 +450,7 @@ impl Engine {
             let dim_name = dim.name();
             if rule.targets.is_empty() {
                 let level = slot.ladder.level_at(rec.ts, &pack.escalation) + 1 + boost;
-                let Some(step) = policy(&self.allow, &mut self.stats, &mut self.allowed, pack, r, d, &entry.key, rec, level) else {
+                let Some(step) = self.policy.apply(&mut self.stats, pack, r, d, &entry.key, rec, level) else {
                     continue;
                 };
                 // A shadow rule climbs its own ladder but never counts as the action in force.
@@ -484,7 +495,7 @@ impl Engine {
                 let (ladder, active) = acted.get(&id).cloned().unzip();
                 let ladder = ladder.unwrap_or_default();
                 let level = ladder.level_at(rec.ts, &pack.escalation) + 1 + boost;
-                let Some(step) = policy(&self.allow, &mut self.stats, &mut self.allowed, pack, r, t, &key, rec, level) else {
+                let Some(step) = self.policy.apply(&mut self.stats, pack, r, t, &key, rec, level) else {
                     continue;
                 };
                 if ladder.in_force(rec.ts) || active.as_ref().is_some_and(|a| a.covers(&step, rec.ts)) {
@@ -503,7 +514,7 @@ impl Engine {
 
     /// The throttles and suspensions the allowlist held back since the last call.
     pub fn take_allowed(&mut self) -> Vec<Allowed> {
-        std::mem::take(&mut self.allowed)
+        std::mem::take(&mut self.policy.allowed)
     }
 
     /// Runs `pack` from now on, keeping what state still means the same: a rule with the
@@ -560,7 +571,10 @@ impl Engine {
             }
         }
         self.dims = dims;
-        self.allow = allow_map(&pack);
+        self.policy = Policy {
+            allow: allow_map(&pack),
+            ..Default::default()
+        };
         let carry = |v: &[u64]| -> Vec<u64> {
             pack.rules
                 .iter()
@@ -761,51 +775,51 @@ fn is_idle(pack: &Pack, rules: &[usize], e: &Entry, wm: i64) -> bool {
 /// The step a rule takes against `key` of dim `d` at `level`, after the pack's policy:
 /// `None` when the target is allowlisted (counted); an alert instead of a throttle or
 /// suspension when the target is a protected port and the rule is not a misuse rule.
-#[allow(clippy::too_many_arguments)]
-fn policy(
-    allow: &HashMap<(usize, String), Vec<i64>>,
-    stats: &mut EngineStats,
-    log: &mut Vec<Allowed>,
-    pack: &Pack,
-    r: usize,
-    d: usize,
-    key: &str,
-    rec: &Record,
-    level: u32,
-) -> Option<Step> {
-    let rule = &pack.rules[r];
-    let mut step = step_for(&rule.ladder, level, &pack.escalation);
-    if step.action == ActionKind::Alert {
-        return Some(step);
-    }
-    if !allow.is_empty()
-        && let Some(untils) = allow.get(&(d, key.to_string()))
-        && untils.iter().any(|&u| rec.ts < u)
-    {
-        stats.allowed[r] += 1;
-        log.push(Allowed {
-            ts: rec.ts,
-            rule: rule.id.clone(),
-            dim: pack.dims[d].name(),
-            key: key.to_string(),
-        });
-        return None;
-    }
-    if !rule.misuse && pack.protect & rec.port_class.bit() != 0 && rec.get(Slot::Port).is_some() {
-        let parts = &pack.dims[d].parts;
-        let names_port = parts.iter().any(|f| {
-            matches!(f, Field::Port | Field::Sig | Field::Sp) || (*f == Field::Src && rec.src_class == anning_rules::AddrClass::Port)
-        });
-        if names_port {
-            stats.protected[r] += 1;
-            step = Step {
-                action: ActionKind::Alert,
-                rate: None,
-                for_ms: step.for_ms,
-            };
+impl Policy {
+    #[allow(clippy::too_many_arguments)]
+    fn apply(&mut self, stats: &mut EngineStats, pack: &Pack, r: usize, d: usize, key: &str, rec: &Record, level: u32) -> Option<Step> {
+        let rule = &pack.rules[r];
+        let mut step = step_for(&rule.ladder, level, &pack.escalation);
+        if step.action == ActionKind::Alert {
+            return Some(step);
         }
+        if !self.allow.is_empty()
+            && let Some(untils) = self.allow.get(&(d, key.to_string()))
+            && untils.iter().any(|&u| rec.ts < u)
+        {
+            let q = self.quiet.entry((r, d, key.to_string())).or_insert(i64::MIN);
+            if rec.ts < *q {
+                return None;
+            }
+            *q = rec.ts + step.for_ms;
+            if self.quiet.len() > 4096 {
+                self.quiet.retain(|_, until| *until > rec.ts);
+            }
+            stats.allowed[r] += 1;
+            self.allowed.push(Allowed {
+                ts: rec.ts,
+                rule: rule.id.clone(),
+                dim: pack.dims[d].name(),
+                key: key.to_string(),
+            });
+            return None;
+        }
+        if !rule.misuse && pack.protect & rec.port_class.bit() != 0 && rec.get(Slot::Port).is_some() {
+            let parts = &pack.dims[d].parts;
+            let names_port = parts.iter().any(|f| {
+                matches!(f, Field::Port | Field::Sig | Field::Sp) || (*f == Field::Src && rec.src_class == anning_rules::AddrClass::Port)
+            });
+            if names_port {
+                stats.protected[r] += 1;
+                step = Step {
+                    action: ActionKind::Alert,
+                    rate: None,
+                    for_ms: step.for_ms,
+                };
+            }
+        }
+        Some(step)
     }
-    Some(step)
 }
 
 /// Whether a `ratio` rule's condition holds for its key over the window ending at `ts`.

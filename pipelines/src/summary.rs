@@ -84,6 +84,14 @@ pub fn render(o: &Outcome, pack: &Pack, threads: usize, elapsed: Duration) -> St
     let keys: u64 = o.shards.iter().map(|x| x.keys).sum();
     let evicted: u64 = o.shards.iter().map(|x| x.evicted).sum();
     let suppressed: u64 = o.shards.iter().flat_map(|x| x.suppressed.iter()).sum();
+    let allowed: u64 = o.shards.iter().flat_map(|x| x.allowed.iter()).sum();
+    let protected: u64 = o.shards.iter().flat_map(|x| x.protected.iter()).sum();
+    if allowed > 0 || protected > 0 {
+        let _ = writeln!(
+            s,
+            "  policy:   {allowed} throttles/suspensions held back by the allowlist, {protected} turned into alerts on protected ports"
+        );
+    }
     let _ = writeln!(
         s,
         "  state:    {keys} keys held at the end, {evicted} evicted when idle, {suppressed} firings suppressed (target already under action)"

@@ -234,6 +234,44 @@ fn protection_and_allowlists_and_a_failure_that_shows_what_happened() {
     );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("shadow:   1 would-be actions"), "{stderr}");
+
+    // An allowlist file held apart from the pack: the sender is left alone, and the summary
+    // counts what was held back (once per would-be action: the rule and its shadow twin).
+    // A file with a rule in it is refused.
+    std::fs::write(
+        d.join("allow.toml"),
+        "[[allow]]\ndim = \"src\"\nkey = \"13800000009\"\nuntil = \"2026-12-01T00:00:00Z\"\nreason = \"appeal 7\"\nauthor = \"noc-wang\"\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_anning"))
+        .args([
+            "replay",
+            input.to_str().unwrap(),
+            "--rules",
+            d.join("policy.toml").to_str().unwrap(),
+        ])
+        .args(["--allowlist", d.join("allow.toml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(o.stdout.is_empty(), "{}", String::from_utf8_lossy(&o.stdout));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("policy:   2 throttles/suspensions held back by the allowlist"),
+        "{stderr}"
+    );
+    std::fs::write(d.join("bad-allow.toml"), POLICY_PACK).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_anning"))
+        .args([
+            "replay",
+            input.to_str().unwrap(),
+            "--allowlist",
+            d.join("bad-allow.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("an allowlist file holds only [[allow]] tables"));
     let o = Command::new(env!("CARGO_BIN_EXE_anning"))
         .args(["rules", "test", default_pack().to_str().unwrap()])
         .output()

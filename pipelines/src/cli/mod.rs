@@ -294,6 +294,10 @@ pub struct ReplayArgs {
     /// Where to write actions (JSON Lines). Default: stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Allowlist file ([[allow]] tables: dim, key, until, reason, author): no throttle or
+    /// suspension of those targets before their `until`.
+    #[arg(long, value_name = "FILE")]
+    pub allowlist: Option<PathBuf>,
     /// Where to write the would-be actions of rules in shadow mode (JSON Lines, each with
     /// `"shadow":true`). They never go to --out.
     #[arg(long, value_name = "FILE")]
@@ -523,10 +527,19 @@ impl Progress for Bar {
 }
 
 fn replay(args: ReplayArgs) -> Result<ExitCode> {
-    let pack = match load_pack(args.rules.as_deref()) {
-        Ok(p) => Arc::new(p),
+    let mut pack = match load_pack(args.rules.as_deref()) {
+        Ok(p) => p,
         Err(code) => return Ok(code),
     };
+    if let Some(a) = &args.allowlist
+        && let Err(e) = anning_rules::load_allowlist(&mut pack, a)
+    {
+        for line in e.lines() {
+            eprintln!("{line}");
+        }
+        return Ok(ExitCode::from(2));
+    }
+    let pack = Arc::new(pack);
     let registry = match load_registry(args.registry.as_deref()) {
         Ok(r) => r,
         Err(code) => return Ok(code),

@@ -3,3 +3,4 @@
 
 mod broken_packs;
 mod default_pack;
+mod readme;

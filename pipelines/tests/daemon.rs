@@ -149,6 +149,8 @@ impl Daemon {
                 &format!("{name}.actions"),
                 "--dlq-topic",
                 &format!("{name}.dlq"),
+                "--shadow-topic",
+                &format!("{name}.shadow"),
             ])
             .arg("--registry")
             .arg(registry)
@@ -522,8 +524,21 @@ fn reload_while_records_flow_loses_nothing_and_runs_no_record_through_both_packs
     let brokers = broker(19092);
     let s = scenario("reload", 250_000, &[]);
     let name = unique("reload");
-    // Two packs that decide alike but differ in content (so in hash), and a broken one.
-    let pack = std::fs::read_to_string(root().join("rules/packs/default.toml")).unwrap();
+    // Two packs that decide alike but differ in content (so in hash), and a broken one. They
+    // carry a rule in shadow mode: its would-be actions go to the shadow topic only.
+    let pack = std::fs::read_to_string(root().join("rules/packs/default.toml")).unwrap()
+        + r#"
+[[rule]]
+id = "subscriber-commercial-tight"
+kind = "rate"
+dim = "src"
+when = { type = ["sms"], src_class = ["subscriber"], content = ["marketing", "fraud"] }
+window = "10m"
+slide = "1m"
+threshold = 4
+shadow = true
+ladder = [{ action = "throttle", rate = 0.01, for = "6h" }]
+"#;
     let (a, b) = (format!("{pack}\n# variant a\n"), format!("{pack}\n# variant b\n"));
     let path = tmp("reload.pack.toml");
     std::fs::write(&path, &a).unwrap();
@@ -596,6 +611,40 @@ fn reload_while_records_flow_loses_nothing_and_runs_no_record_through_both_packs
     deeds.sort();
     want.sort();
     assert_eq!(deeds, want, "the same decisions as a replay: none lost, none doubled");
+    // The shadow rule's would-be actions: on their own topic, as replay's --shadow-out has them.
+    let shadow_out = tmp("reload.shadow.jsonl");
+    run_ok(
+        anning()
+            .arg("replay")
+            .arg(&s.input)
+            .arg("--registry")
+            .arg(&s.registry)
+            .arg("--rules")
+            .arg(&path)
+            .arg("--out")
+            .arg("/dev/null")
+            .arg("--shadow-out")
+            .arg(&shadow_out)
+            .arg("-q"),
+    );
+    let mut want_shadow: Vec<String> = std::fs::read_to_string(&shadow_out)
+        .unwrap()
+        .lines()
+        .map(|l| deed(&serde_json::from_str(l).unwrap()))
+        .collect();
+    let shadow = read_topic(&brokers, &format!("{name}.shadow"), want_shadow.len(), Duration::from_secs(30));
+    let mut seen = std::collections::BTreeSet::new();
+    let mut got_shadow: Vec<String> = shadow
+        .iter()
+        .map(|(_, p, _)| serde_json::from_slice::<serde_json::Value>(p).unwrap())
+        .filter(|a| seen.insert(a["id"].as_str().unwrap().to_string()))
+        .map(|a| deed(&a))
+        .collect();
+    want_shadow.sort();
+    got_shadow.sort();
+    assert!(!want_shadow.is_empty() && want_shadow.iter().all(|d| d.contains("\"shadow\":true")));
+    assert_eq!(got_shadow, want_shadow, "shadow actions as replay has them");
+    assert!(d.metric("anning_shadow_actions_total") >= want_shadow.len() as f64);
     assert!(d.metric("anning_reloads_total") >= 6.0, "{}", d.metric("anning_reloads_total"));
     assert_eq!(http_ok, 3);
     assert!(d.metric("anning_reload_failures_total") >= 3.0);

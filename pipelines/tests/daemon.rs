@@ -651,3 +651,60 @@ ladder = [{ action = "throttle", rate = 0.01, for = "6h" }]
     assert!(d.get("/metrics").1.contains("anning_pack_info{pack=\"default\""));
     assert_eq!(d.stop(), 0);
 }
+
+#[test]
+fn an_allowlist_file_holds_back_actions_as_in_replay_counted_and_logged() {
+    let brokers = broker(19092);
+    let s = scenario("allow", 250_000, &[]);
+    let name = unique("allow");
+    // Allowlist the first subscriber the pack would throttle or suspend.
+    let first = s
+        .expected
+        .iter()
+        .find(|a| a["dim"] == "src" && a["action"] != "alert")
+        .expect("an enforcement on a sender");
+    let key = first["key"].as_str().unwrap();
+    let allow = tmp("allow.toml");
+    std::fs::write(
+        &allow,
+        format!(
+            "[[allow]]\ndim = \"src\"\nkey = \"{key}\"\nuntil = \"2027-01-01T00:00:00Z\"\nreason = \"appeal 12\"\nauthor = \"noc-li\"\n"
+        ),
+    )
+    .unwrap();
+    let out = tmp("allow.replay.jsonl");
+    run_ok(
+        anning()
+            .arg("replay")
+            .arg(&s.input)
+            .arg("--registry")
+            .arg(&s.registry)
+            .arg("--allowlist")
+            .arg(&allow)
+            .arg("--out")
+            .arg(&out)
+            .arg("-q"),
+    );
+    let expected: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        !expected.iter().any(|a| a["key"] == key && a["action"] != "alert"),
+        "replay held the sender's enforcement back"
+    );
+
+    let d = Daemon::start_with(&brokers, &name, 19907, &s.registry, &["--allowlist", allow.to_str().unwrap()], &[]);
+    produce(&brokers, &format!("{name}.in"), &s.input);
+    let got = read_actions(&brokers, &format!("{name}.actions"), &expected, Duration::from_secs(120));
+    let mut got_ids = ids(&got);
+    got_ids.dedup();
+    assert_eq!(got_ids, ids(&expected), "the daemon holds back what replay holds back");
+    assert!(d.metric("anning_allowlisted_total") >= 1.0);
+    assert_eq!(d.stop(), 0);
+    let log = std::fs::read_to_string(tmp(&format!("{name}.daemon.log"))).unwrap();
+    let masked = format!("src:{}****{}", &key[..3], &key[key.len() - 4..]);
+    assert!(log.contains("allowlisted: action held back") && log.contains(&masked), "{log}");
+    assert!(!log.contains(key), "the subscriber number is masked in the log");
+}

@@ -45,6 +45,9 @@ pub struct EngineStats {
 /// The state of one rule for one key.
 #[derive(Debug, Clone)]
 enum Window {
+    /// The rule has not matched a record of this key yet: nothing allocated. Most keys
+    /// only ever meet a few of their dimension's rules.
+    Unused,
     Count(SlidingCount),
     /// With the latest distinct values (up to [`SAMPLES`], kept once the count is within
     /// that many of the threshold), for evidence.
@@ -318,11 +321,7 @@ impl Engine {
         let entry = match dim_state.table.find_mut(hash, |e| e.hash == hash && &*e.key == key) {
             Some(e) => e,
             None => {
-                let slots = dim_state
-                    .rules
-                    .iter()
-                    .map(|&r| new_slot(&pack.rules[r], pack.lateness_ms))
-                    .collect();
+                let slots = dim_state.rules.iter().map(|_| empty_slot()).collect();
                 let e = Entry {
                     hash,
                     key: key.into(),
@@ -345,6 +344,9 @@ impl Engine {
             });
             let scale = |t: u64| suspected.map_or(t, |s| ((t as f64 * s.factor).ceil() as u64).max(1));
             let slot = &mut entry.slots[i];
+            if matches!(slot.window, Window::Unused) {
+                slot.window = new_window(rule, pack.lateness_ms);
+            }
             let bin = rec.ts.div_euclid(rule.slide_ms);
             let hit = match (&rule.kind, &mut slot.window) {
                 (RuleKind::Rate { threshold, .. }, Window::Count(w)) => {
@@ -552,12 +554,12 @@ impl Engine {
                     .rules
                     .iter()
                     .zip(&from)
-                    .map(|(&nr, f)| match f.and_then(|i| old_slots[i].take()) {
+                    .map(|(_, f)| match f.and_then(|i| old_slots[i].take()) {
                         Some(s) => {
                             done.kept += 1;
                             s
                         }
-                        None => new_slot(&pack.rules[nr], pack.lateness_ms),
+                        None => empty_slot(),
                     })
                     .collect();
                 done.dropped += old_slots.iter().filter(|s| s.is_some()).count() as u64;
@@ -712,9 +714,18 @@ fn history_ms(rule: &Rule, lateness_ms: i64) -> i64 {
     }
 }
 
-fn new_slot(rule: &Rule, lateness_ms: i64) -> RuleSlot {
+fn empty_slot() -> RuleSlot {
+    RuleSlot {
+        window: Window::Unused,
+        ladder: Ladder::default(),
+        acted: None,
+    }
+}
+
+/// A rule's window for one key, made when the rule first matches a record of the key.
+fn new_window(rule: &Rule, lateness_ms: i64) -> Window {
     let w = rule.bins();
-    let window = match rule.kind {
+    match rule.kind {
         RuleKind::Rate { sequential: Some(_), .. } => Window::Sequential {
             count: SlidingCount::new(w),
             last: None,
@@ -734,11 +745,6 @@ fn new_slot(rule: &Rule, lateness_ms: i64) -> RuleSlot {
             let lateness_bins = (lateness_ms + rule.slide_ms - 1) / rule.slide_ms + 1;
             Window::Near(NearLimit::new(w, n as usize, lateness_bins as usize))
         }
-    };
-    RuleSlot {
-        window,
-        ladder: Ladder::default(),
-        acted: None,
     }
 }
 
@@ -751,6 +757,7 @@ fn is_idle(pack: &Pack, rules: &[usize], e: &Entry, wm: i64) -> bool {
         let rule = &pack.rules[r];
         let wm_bin = wm.div_euclid(rule.slide_ms);
         let window_idle = match &s.window {
+            Window::Unused => true,
             Window::Count(w) => w.ring().is_empty_at(wm_bin),
             Window::Distinct(w, _) => w.ring().is_empty_at(wm_bin),
             Window::Near(w) => w.is_idle_at(wm_bin),

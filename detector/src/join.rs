@@ -12,14 +12,41 @@ use anning_rules::{AddrClass, Pack, RecordKind};
 
 use crate::record::{Enricher, Record, Slot};
 
+/// A destination kept compactly: digits of up to 19 characters with no leading zero as a
+/// number, anything else as text.
+#[derive(Debug, Clone)]
+enum Dst {
+    Num(u64),
+    Text(Box<str>),
+}
+
+impl Dst {
+    fn new(s: &str) -> Dst {
+        match s.parse::<u64>() {
+            Ok(n) if !s.starts_with('0') && !s.starts_with('+') && s.len() <= 19 => Dst::Num(n),
+            _ => Dst::Text(s.into()),
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Dst::Num(n) => n.to_string(),
+            Dst::Text(t) => t.to_string(),
+        }
+    }
+}
+
 /// Most ports whose last signature is remembered.
 const MAX_PORT_SIGS: usize = 1 << 20;
 
 #[derive(Debug, Default)]
 pub struct Joiner {
     keep_ms: i64,
-    /// xxh3(message id) → (src, dst, ts) of recent port messages.
-    messages: HashMap<u64, (Box<str>, Box<str>)>,
+    /// xxh3(message id) → (port, destination) of recent port messages: the port as an index
+    /// into `ports`, the destination as its digits' value (so a message costs no allocation).
+    messages: HashMap<u64, (u32, Dst)>,
+    ports: Vec<Box<str>>,
+    port_ids: HashMap<Box<str>, u32>,
     order: VecDeque<(i64, u64)>,
     /// Port → the signature it last sent.
     port_sigs: HashMap<Box<str>, Box<str>>,
@@ -45,7 +72,16 @@ impl Joiner {
                     && let Some(id) = r.id()
                 {
                     let h = xxhash_rust::xxh3::xxh3_64(id.as_bytes());
-                    self.messages.insert(h, (src.into(), dst.into()));
+                    let port = match self.port_ids.get(src) {
+                        Some(&p) => p,
+                        None => {
+                            let p = self.ports.len() as u32;
+                            self.ports.push(src.into());
+                            self.port_ids.insert(src.into(), p);
+                            p
+                        }
+                    };
+                    self.messages.insert(h, (port, Dst::new(dst)));
                     self.order.push_back((r.ts, h));
                     self.expire(r.ts);
                 }
@@ -71,9 +107,9 @@ impl Joiner {
                 let Some(id) = r.get(Slot::Ref) else { return r };
                 let h = xxhash_rust::xxh3::xxh3_64(id.as_bytes());
                 match self.messages.get(&h) {
-                    Some((src, dst)) => {
+                    Some((port, dst)) => {
                         self.joined_reports += 1;
-                        let (src, dst) = (src.clone(), dst.clone());
+                        let (src, dst) = (self.ports[*port as usize].clone(), dst.text());
                         r.rebuild(en, |b| {
                             b.set(Slot::Src, &src);
                             b.set(Slot::Dst, &dst);

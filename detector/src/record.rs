@@ -4,7 +4,7 @@
 //! costs one allocation per record, not one per field. Derived fields (the signature taken
 //! from `【…】`, the port, the registry's `sp`) are spans too.
 
-use anning_rules::text::{Lexicon, bare, fingerprint, normalize};
+use anning_rules::text::{Lexicon, bare, fingerprint, fold_width};
 use anning_rules::{AddrClass, DlrStatus, Field, NumberPlan, Pack, PortClass, RecordKind};
 
 use crate::registry::Registry;
@@ -284,12 +284,16 @@ impl RecordBuilder {
                 unsubscribe = en.unsubscribe.contains(&b);
             }
             if !en.lexicon.is_empty() || en.fingerprint {
-                let n = normalize(text);
+                let n = fold_width(text);
                 content = en.lexicon.classify(&n);
                 if en.fingerprint
                     && let Some(fp) = fingerprint(&n)
                 {
-                    self.set(Slot::Fp, &format!("{fp:016x}"));
+                    let mut hex = [0u8; 16];
+                    for (i, b) in hex.iter_mut().enumerate() {
+                        *b = b"0123456789abcdef"[(fp >> (60 - 4 * i) & 0xf) as usize];
+                    }
+                    self.set(Slot::Fp, std::str::from_utf8(&hex).expect("hex digits"));
                 }
             }
         }

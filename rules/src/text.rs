@@ -21,6 +21,25 @@ pub fn normalize(text: &str) -> String {
     out
 }
 
+/// Full-width forms folded to ASCII (the ideographic space to a space); ASCII case kept.
+/// Borrows when there is nothing to fold, as in almost every message: content classes match
+/// ASCII case-insensitively and fingerprints skip ASCII letters, so neither needs a copy.
+pub fn fold_width(text: &str) -> std::borrow::Cow<'_, str> {
+    let wide = |c: char| matches!(c, '\u{FF01}'..='\u{FF5E}' | '\u{3000}');
+    if !text.chars().any(wide) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| match c {
+                '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+                '\u{3000}' => ' ',
+                c => c,
+            })
+            .collect(),
+    )
+}
+
 /// Whether `c` is punctuation or a space a sender might add or drop without changing what a
 /// message says (ASCII or CJK).
 fn is_noise(c: char) -> bool {
@@ -84,6 +103,7 @@ impl Lexicon {
         let ac = (!patterns.is_empty()).then(|| {
             AhoCorasick::builder()
                 .match_kind(MatchKind::Standard)
+                .ascii_case_insensitive(true)
                 .build(&patterns)
                 .expect("terms are plain strings")
         });
@@ -103,7 +123,8 @@ impl Lexicon {
         self.classes.iter().position(|(n, _)| n == name).map(|i| 1 << i)
     }
 
-    /// The classes `normalized` belongs to, as a bit mask.
+    /// The classes a text belongs to, as a bit mask. The text needs full-width forms folded
+    /// ([`fold_width`]); ASCII case does not matter.
     pub fn classify(&self, normalized: &str) -> u8 {
         let Some(ac) = &self.ac else { return 0 };
         // Distinct terms seen, per class (terms of a class are few: a bit set of pattern ids).
@@ -187,8 +208,15 @@ mod tests {
         assert_eq!(lx.bit("fraud"), Some(2));
     }
 
+    fn lx_case() -> Lexicon {
+        Lexicon::new(vec![("m".into(), vec!["领券".into(), "t.cn/".into()], 2)])
+    }
+
     #[test]
     fn fingerprint_ignores_digits_links_and_noise() {
+        assert_eq!(lx_case().classify(&fold_width("领券 T.CN/abc")), 1, "ASCII case does not matter");
+        assert!(matches!(fold_width("no wide forms"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(fold_width("ＴＤ　x"), "TD x");
         let a = fingerprint(&normalize("您的快递因地址不详被退回，请点击 t.cn/AbC123 重新填写，单号1234"));
         let b = fingerprint(&normalize("您的快递因地址不详被退回 请点击t.cn/zzz9 重新填写~单号98"));
         assert_eq!(a, b);

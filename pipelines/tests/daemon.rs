@@ -510,6 +510,27 @@ fn regex_like_subscriber(text: &str) -> Vec<String> {
     out
 }
 
+/// Replays the scenario's input with more flags (its actions to /dev/null unless they name
+/// `--out`), then reads the JSON Lines file `read` back.
+fn replay_with(s: &Scenario, args: &[&str], read: &Path) -> Vec<serde_json::Value> {
+    let mut cmd = anning();
+    cmd.arg("replay")
+        .arg(&s.input)
+        .arg("--registry")
+        .arg(&s.registry)
+        .args(args)
+        .arg("-q");
+    if !args.contains(&"--out") {
+        cmd.args(["--out", "/dev/null"]);
+    }
+    run_ok(&mut cmd);
+    std::fs::read_to_string(read)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// An action without what names its pack (id, pack hash): what it does and why.
 fn deed(a: &serde_json::Value) -> String {
     let mut a = a.clone();
@@ -613,25 +634,14 @@ ladder = [{ action = "throttle", rate = 0.01, for = "6h" }]
     assert_eq!(deeds, want, "the same decisions as a replay: none lost, none doubled");
     // The shadow rule's would-be actions: on their own topic, as replay's --shadow-out has them.
     let shadow_out = tmp("reload.shadow.jsonl");
-    run_ok(
-        anning()
-            .arg("replay")
-            .arg(&s.input)
-            .arg("--registry")
-            .arg(&s.registry)
-            .arg("--rules")
-            .arg(&path)
-            .arg("--out")
-            .arg("/dev/null")
-            .arg("--shadow-out")
-            .arg(&shadow_out)
-            .arg("-q"),
-    );
-    let mut want_shadow: Vec<String> = std::fs::read_to_string(&shadow_out)
-        .unwrap()
-        .lines()
-        .map(|l| deed(&serde_json::from_str(l).unwrap()))
-        .collect();
+    let mut want_shadow: Vec<String> = replay_with(
+        &s,
+        &["--rules", path.to_str().unwrap(), "--shadow-out", shadow_out.to_str().unwrap()],
+        &shadow_out,
+    )
+    .iter()
+    .map(deed)
+    .collect();
     let shadow = read_topic(&brokers, &format!("{name}.shadow"), want_shadow.len(), Duration::from_secs(30));
     let mut seen = std::collections::BTreeSet::new();
     let mut got_shadow: Vec<String> = shadow
@@ -673,23 +683,7 @@ fn an_allowlist_file_holds_back_actions_as_in_replay_counted_and_logged() {
     )
     .unwrap();
     let out = tmp("allow.replay.jsonl");
-    run_ok(
-        anning()
-            .arg("replay")
-            .arg(&s.input)
-            .arg("--registry")
-            .arg(&s.registry)
-            .arg("--allowlist")
-            .arg(&allow)
-            .arg("--out")
-            .arg(&out)
-            .arg("-q"),
-    );
-    let expected: Vec<serde_json::Value> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let expected = replay_with(&s, &["--allowlist", allow.to_str().unwrap(), "--out", out.to_str().unwrap()], &out);
     assert!(
         !expected.iter().any(|a| a["key"] == key && a["action"] != "alert"),
         "replay held the sender's enforcement back"

@@ -98,7 +98,9 @@ fn fingerprint(c: &mut Criterion) {
     let text = "您的快递因地址不详被退回，请点击 t.cn/AbC123 重新填写，单号1234";
     let mut g = c.benchmark_group("fingerprint");
     g.throughput(Throughput::Bytes(text.len() as u64));
-    g.bench_function("minhash_3gram_30_chars", |bench| bench.iter(|| black_box(text::fingerprint(black_box(text)))));
+    g.bench_function("minhash_3gram_30_chars", |bench| {
+        bench.iter(|| black_box(text::fingerprint(black_box(text))))
+    });
     let pack = default_pack();
     g.bench_function("content_classes_default_pack", |bench| {
         bench.iter(|| black_box(pack.lexicon.classify(&text::fold_width(black_box(text)))))

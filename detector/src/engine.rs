@@ -114,6 +114,8 @@ struct DimState {
     next_sweep: i64,
     /// [`dim_seed`] of this dim.
     seed: u64,
+    /// Per rule slot: the slot of the rule it takes suspicion from (`suspect`), if any.
+    suspect_slot: Vec<Option<usize>>,
 }
 
 /// One shard's detector.
@@ -339,7 +341,7 @@ impl Engine {
             // Suspicion from another rule of this dim (complaints): a lower threshold and a
             // higher starting rung while that rule holds for this key.
             let suspected = rule.suspect.as_ref().filter(|s| {
-                let j = dim_state.rules.iter().position(|&x| x == s.rule).expect("same dim");
+                let j = dim_state.suspect_slot[i].expect("suspect rules share the dim");
                 holds(&pack.rules[s.rule], &entry.slots[j].window, rec.ts)
             });
             let scale = |t: u64| suspected.map_or(t, |s| ((t as f64 * s.factor).ceil() as u64).max(1));
@@ -648,7 +650,12 @@ fn dim_states(pack: &Pack) -> Vec<DimState> {
                 .max()
                 .unwrap_or(0);
             let sweep_every = (history / 4).max(60_000);
+            let suspect_slot = rules
+                .iter()
+                .map(|&r| pack.rules[r].suspect.as_ref().and_then(|s| rules.iter().position(|&x| x == s.rule)))
+                .collect();
             DimState {
+                suspect_slot,
                 rules,
                 table: HashTable::new(),
                 sweep_every,

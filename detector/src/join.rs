@@ -50,9 +50,6 @@ pub struct Joiner {
     order: VecDeque<(i64, u64)>,
     /// Port → the signature it last sent.
     port_sigs: HashMap<Box<str>, Box<str>>,
-    /// Reports given addresses, replies given a learned signature.
-    pub joined_reports: u64,
-    pub learned_sigs: u64,
 }
 
 impl Joiner {
@@ -96,7 +93,6 @@ impl Joiner {
             RecordKind::Sms if r.dst_class == AddrClass::Port && r.get(Slot::Sig).is_none() => {
                 match r.dst().and_then(|d| self.port_sigs.get(d)) {
                     Some(sig) => {
-                        self.learned_sigs += 1;
                         let sig = sig.clone();
                         r.rebuild(en, |b| b.set(Slot::Sig, &sig))
                     }
@@ -108,7 +104,6 @@ impl Joiner {
                 let h = xxhash_rust::xxh3::xxh3_64(id.as_bytes());
                 match self.messages.get(&h) {
                     Some((port, dst)) => {
-                        self.joined_reports += 1;
                         let (src, dst) = (self.ports[*port as usize].clone(), dst.text());
                         r.rebuild(en, |b| {
                             b.set(Slot::Src, &src);

@@ -99,15 +99,30 @@ pub fn variant(pack: &Pack, rule: &str, param: &str, v: f64) -> Result<Pack, Str
     Ok(p)
 }
 
-/// Runs `packs` over `inputs` in one pass; actions per pack.
-pub fn run_packs(packs: &[Arc<Pack>], registry: &Registry, inputs: &[Input]) -> Result<(Vec<Vec<Action>>, u64), String> {
+/// What one pass of [`run_packs`] gave.
+pub struct Ran {
+    /// Per pack.
+    pub actions: Vec<Vec<Action>>,
+    pub records: u64,
+    /// Records behind the watermark and records the decoder rejected: not in any pack's
+    /// actions, so a sweep or a diff says how many.
+    pub late: u64,
+    pub rejected: u64,
+}
+
+/// Runs `packs` over `inputs` in one pass.
+pub fn run_packs(packs: &[Arc<Pack>], registry: &Registry, inputs: &[Input]) -> Result<Ran, String> {
     let en = Enricher::new(&packs[0], registry);
     let mut run = Serial::new(packs, en);
     for input in inputs {
         source::read(input, en, &mut run).map_err(|e| e.to_string())?;
     }
-    let records = run.records;
-    Ok((run.actions, records))
+    Ok(Ran {
+        records: run.records,
+        late: run.late,
+        rejected: run.rejects,
+        actions: run.actions,
+    })
 }
 
 /// One value of a sweep, scored.

@@ -129,6 +129,19 @@ pub fn load_allowlist(pack: &mut Pack, path: &Path) -> Result<(), PackError> {
     merge_allowlist(pack, &shown, &source)
 }
 
+/// The pack at `rules` (the shipped one when `None`) with the allowlist file at `allowlist`
+/// merged in: what replay and the daemon run.
+pub fn load_with_allowlist(rules: Option<&Path>, allowlist: Option<&Path>) -> Result<Pack, PackError> {
+    let mut pack = match rules {
+        Some(p) => load(p)?,
+        None => default_pack(),
+    };
+    if let Some(a) = allowlist {
+        load_allowlist(&mut pack, a)?;
+    }
+    Ok(pack)
+}
+
 /// The shipped default pack, compiled.
 pub fn default_pack() -> Pack {
     compile_named(DEFAULT_PACK_PATH, DEFAULT_PACK).expect("the shipped default pack compiles (tested)")

@@ -224,8 +224,9 @@ pub(super) fn tune(args: TuneArgs) -> Result<ExitCode> {
     }
     let inputs = crate::runtime::parse_inputs(&args.inputs)?;
     let started = Instant::now();
-    let (actions, records) = workbench::run_packs(&packs, &registry, &inputs).map_err(anyhow::Error::msg)?;
-    let rows = workbench::tune_rows(&values, &actions, &args.rule, &truth, &pack);
+    let ran = workbench::run_packs(&packs, &registry, &inputs).map_err(anyhow::Error::msg)?;
+    let records = ran.records;
+    let rows = workbench::tune_rows(&values, &ran.actions, &args.rule, &truth, &pack);
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &rows)?;
@@ -243,9 +244,11 @@ pub(super) fn tune(args: TuneArgs) -> Result<ExitCode> {
         std::fs::write(p, workbench::tune_csv(&param, &rows)).with_context(|| format!("cannot write {}", p.display()))?;
     }
     eprintln!(
-        "anning tune: {records} records × {} variants in {:.2} s",
+        "anning tune: {records} records × {} variants in {:.2} s ({} late, {} rejected)",
         values.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        ran.late,
+        ran.rejected
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -279,19 +282,20 @@ pub(super) fn diff(args: DiffArgs) -> Result<ExitCode> {
         && format!("{:?}", a.lexicon) == format!("{:?}", b.lexicon)
         && a.unsubscribe_words == b.unsubscribe_words
         && a.uses_fingerprint() == b.uses_fingerprint();
-    let actions = if shared {
-        workbench::run_packs(&packs, &registry, &inputs).map_err(anyhow::Error::msg)?.0
+    let runs = if shared {
+        vec![workbench::run_packs(&packs, &registry, &inputs).map_err(anyhow::Error::msg)?]
     } else {
-        let mut out = Vec::new();
+        let mut runs = Vec::new();
         for p in &packs {
-            out.extend(
-                workbench::run_packs(std::slice::from_ref(p), &registry, &inputs)
-                    .map_err(anyhow::Error::msg)?
-                    .0,
-            );
+            runs.push(workbench::run_packs(std::slice::from_ref(p), &registry, &inputs).map_err(anyhow::Error::msg)?);
         }
-        out
+        runs
     };
+    eprintln!(
+        "anning diff: {} records ({} late, {} rejected)",
+        runs[0].records, runs[0].late, runs[0].rejected
+    );
+    let actions: Vec<Vec<anning_detector::Action>> = runs.into_iter().flat_map(|r| r.actions).collect();
     let d = workbench::diff(&actions[0], &actions[1], a, args.raw);
     let mut out = std::io::stdout().lock();
     if args.json {

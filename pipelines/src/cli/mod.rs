@@ -527,19 +527,15 @@ impl Progress for Bar {
 }
 
 fn replay(args: ReplayArgs) -> Result<ExitCode> {
-    let mut pack = match load_pack(args.rules.as_deref()) {
-        Ok(p) => p,
-        Err(code) => return Ok(code),
-    };
-    if let Some(a) = &args.allowlist
-        && let Err(e) = anning_rules::load_allowlist(&mut pack, a)
-    {
-        for line in e.lines() {
-            eprintln!("{line}");
+    let pack = match anning_rules::load_with_allowlist(args.rules.as_deref(), args.allowlist.as_deref()) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            for line in e.lines() {
+                eprintln!("{line}");
+            }
+            return Ok(ExitCode::from(2));
         }
-        return Ok(ExitCode::from(2));
-    }
-    let pack = Arc::new(pack);
+    };
     let registry = match load_registry(args.registry.as_deref()) {
         Ok(r) => r,
         Err(code) => return Ok(code),

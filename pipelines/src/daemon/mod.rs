@@ -86,14 +86,7 @@ pub type ReloadRequest = crossbeam_channel::Sender<Result<String, String>>;
 /// Loads the pack the configuration names (or the shipped one) and its allowlist. Every
 /// problem is returned as a `file:line:col: message` line.
 pub fn load_rules(cfg: &DaemonConfig) -> Result<Pack, Vec<String>> {
-    let mut pack = match &cfg.rules {
-        Some(p) => anning_rules::load(p).map_err(|e| e.lines())?,
-        None => anning_rules::default_pack(),
-    };
-    if let Some(a) = &cfg.allowlist {
-        anning_rules::load_allowlist(&mut pack, a).map_err(|e| e.lines())?;
-    }
-    Ok(pack)
+    anning_rules::load_with_allowlist(cfg.rules.as_deref(), cfg.allowlist.as_deref()).map_err(|e| e.lines())
 }
 
 /// A message to produce, kept until acknowledged.

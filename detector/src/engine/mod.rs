@@ -6,6 +6,9 @@
 //! of shards gives the same actions. Keys whose state has gone back to what a fresh key would
 //! have (empty windows, ladders decayed, no action in force) are evicted, so memory follows
 //! the active keys.
+//!
+//! Submodules: `explain` (reasons, evidence, the contract action), `policy` (allowlist and
+//! protected ports), `reload` (a new pack, keeping what still means the same).
 
 use std::sync::Arc;
 
@@ -22,6 +25,15 @@ use crate::near_limit::{NearLimit, NearLimitHit};
 use crate::record::{Record, Slot};
 use crate::window::{SlidingCount, SlidingDistinct};
 use anning_rules::duration::format_duration_ms as dur;
+
+mod explain;
+mod policy;
+mod reload;
+
+use explain::{Hit, action, explain};
+pub use policy::Allowed;
+use policy::{Policy, allow_map};
+pub use reload::Reloaded;
 
 /// Counters of one shard.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -130,28 +142,6 @@ pub struct Engine {
     policy: Policy,
 }
 
-/// The pack's policy over steps: allowlist and protected ports.
-#[derive(Debug, Default)]
-struct Policy {
-    /// Allowlist: (dim, key) → expiry of each entry.
-    allow: HashMap<(usize, String), Vec<i64>>,
-    /// (rule, dim, key) → until when a held-back action is not counted again: one count and
-    /// one log line per would-be action, not per record while the rule's condition holds.
-    quiet: HashMap<(usize, usize, String), i64>,
-    /// Throttles and suspensions held back by the allowlist since the last
-    /// [`Engine::take_allowed`].
-    allowed: Vec<Allowed>,
-}
-
-/// A throttle or suspension the allowlist held back.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Allowed {
-    pub ts: i64,
-    pub rule: String,
-    pub dim: String,
-    pub key: String,
-}
-
 /// The hash seed of a dimension: from its name, so a key keeps its hash (and its shard)
 /// across pack reloads that renumber dimensions.
 pub fn dim_seed(dim: &anning_rules::Dim) -> u64 {
@@ -204,38 +194,6 @@ fn wants(rule: &Rule, r: &Record) -> bool {
 /// A subscriber number as a number, for closeness of destinations.
 fn as_number(s: &str) -> Option<u64> {
     (s.len() <= 19 && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
-}
-
-fn noun(f: &Filter) -> &'static str {
-    use anning_rules::RecordKind as K;
-    match f.kinds {
-        k if k == K::Sms.bit() => "messages",
-        k if k == K::Call.bit() => "calls",
-        k if k == K::Dlr.bit() => "delivery reports",
-        k if k == K::Complaint.bit() => "complaints",
-        _ => "records",
-    }
-}
-
-/// What a rule saw when it fired.
-enum Hit {
-    Rate {
-        count: u64,
-    },
-    /// A distinct count, with the latest values counted (masked where they are addresses).
-    Distinct {
-        count: u64,
-        values: Vec<String>,
-    },
-    Near(NearLimitHit),
-    Ratio {
-        num: u64,
-        den: u64,
-    },
-    Unsubscribe {
-        count: u64,
-        recent: Vec<(i64, String, String)>,
-    },
 }
 
 impl Engine {
@@ -521,77 +479,6 @@ impl Engine {
         std::mem::take(&mut self.policy.allowed)
     }
 
-    /// Runs `pack` from now on, keeping what state still means the same: a rule with the
-    /// same id whose key, records, window and measure are unchanged keeps its counters and
-    /// ladders (a changed threshold or ladder applies to them at once); other rules start
-    /// empty. Actions in force on a target stay in force. Counters of [`EngineStats`] carry
-    /// over by rule id.
-    pub fn reload(&mut self, pack: Arc<Pack>) -> Reloaded {
-        let old = std::mem::replace(&mut self.pack, Arc::clone(&pack));
-        let mut dims = dim_states(&pack);
-        let mut done = Reloaded::default();
-        let mut old_dims = std::mem::take(&mut self.dims);
-        for (od, ods) in old_dims.iter_mut().enumerate() {
-            let nd = pack.dims.iter().position(|x| *x == old.dims[od]);
-            // For each rule of the new dim: the slot index of the old rule whose state it keeps.
-            let from: Vec<Option<usize>> = match nd {
-                Some(nd) => dims[nd]
-                    .rules
-                    .iter()
-                    .map(|&nr| {
-                        ods.rules.iter().position(|&or| {
-                            old.rules[or].id == pack.rules[nr].id && same_state(&old, &old.rules[or], &pack, &pack.rules[nr])
-                        })
-                    })
-                    .collect(),
-                None => Vec::new(),
-            };
-            for e in ods.table.drain() {
-                let Some(nd) = nd else {
-                    done.dropped += e.slots.len() as u64;
-                    continue;
-                };
-                let mut old_slots: Vec<Option<RuleSlot>> = e.slots.into_vec().into_iter().map(Some).collect();
-                let slots: Box<[RuleSlot]> = dims[nd]
-                    .rules
-                    .iter()
-                    .zip(&from)
-                    .map(|(_, f)| match f.and_then(|i| old_slots[i].take()) {
-                        Some(s) => {
-                            done.kept += 1;
-                            s
-                        }
-                        None => empty_slot(),
-                    })
-                    .collect();
-                done.dropped += old_slots.iter().filter(|s| s.is_some()).count() as u64;
-                let entry = Entry {
-                    hash: e.hash,
-                    key: e.key,
-                    slots,
-                    active: e.active,
-                };
-                dims[nd].table.insert_unique(entry.hash, entry, |x| x.hash);
-            }
-        }
-        self.dims = dims;
-        self.policy = Policy {
-            allow: allow_map(&pack),
-            ..Default::default()
-        };
-        let carry = |v: &[u64]| -> Vec<u64> {
-            pack.rules
-                .iter()
-                .map(|r| old.rules.iter().position(|o| o.id == r.id).map_or(0, |i| v[i]))
-                .collect()
-        };
-        self.stats.fired = carry(&self.stats.fired);
-        self.stats.suppressed = carry(&self.stats.suppressed);
-        self.stats.allowed = carry(&self.stats.allowed);
-        self.stats.protected = carry(&self.stats.protected);
-        done
-    }
-
     /// Lifts whatever action `key` of `dim` is under (release on appeal) and resets its
     /// ladders. Returns the `release` action, or `None` when nothing was in force at `ts`.
     pub fn release(&mut self, dim_name: &str, key: &str, ts: i64, reason: &str) -> Option<Action> {
@@ -664,52 +551,6 @@ fn dim_states(pack: &Pack) -> Vec<DimState> {
             }
         })
         .collect()
-}
-
-fn allow_map(pack: &Pack) -> HashMap<(usize, String), Vec<i64>> {
-    let mut allow: HashMap<(usize, String), Vec<i64>> = HashMap::new();
-    for a in &pack.allow {
-        allow.entry((a.dim, a.key.clone())).or_default().push(a.until);
-    }
-    allow
-}
-
-/// Whether state kept for `old` (of `op`) means the same for `new` (of `np`): same key,
-/// records, window and measure. Thresholds, ladders and descriptions may differ.
-fn same_state(op: &Pack, old: &Rule, np: &Pack, new: &Rule) -> bool {
-    let targets = |p: &Pack, r: &Rule| r.targets.iter().map(|&t| p.dims[t].clone()).collect::<Vec<_>>();
-    let kind = match (&old.kind, &new.kind) {
-        (
-            RuleKind::Rate {
-                distinct: a,
-                sequential: sa,
-                ..
-            },
-            RuleKind::Rate {
-                distinct: b,
-                sequential: sb,
-                ..
-            },
-        ) => a == b && sa.is_some() == sb.is_some(),
-        (RuleKind::NearLimit { n: a, .. }, RuleKind::NearLimit { n: b, .. }) => a == b && op.lateness_ms == np.lateness_ms,
-        (RuleKind::Ratio { numerator: a, .. }, RuleKind::Ratio { numerator: b, .. }) => a == b,
-        (RuleKind::Unsubscribe { .. }, RuleKind::Unsubscribe { .. }) => true,
-        _ => false,
-    };
-    kind && op.dims[old.dim] == np.dims[new.dim]
-        && old.window_ms == new.window_ms
-        && old.slide_ms == new.slide_ms
-        && old.filter == new.filter
-        && targets(op, old) == targets(np, new)
-}
-
-/// What a reload kept.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reloaded {
-    /// (key, rule) states carried over.
-    pub kept: u64,
-    /// States of rules whose window changed, or that are gone.
-    pub dropped: u64,
 }
 
 /// How much event time a rule's state reaches back.
@@ -786,56 +627,6 @@ fn is_idle(pack: &Pack, rules: &[usize], e: &Entry, wm: i64) -> bool {
     })
 }
 
-/// The step a rule takes against `key` of dim `d` at `level`, after the pack's policy:
-/// `None` when the target is allowlisted (counted); an alert instead of a throttle or
-/// suspension when the target is a protected port and the rule is not a misuse rule.
-impl Policy {
-    #[allow(clippy::too_many_arguments)]
-    fn apply(&mut self, stats: &mut EngineStats, pack: &Pack, r: usize, d: usize, key: &str, rec: &Record, level: u32) -> Option<Step> {
-        let rule = &pack.rules[r];
-        let mut step = step_for(&rule.ladder, level, &pack.escalation);
-        if step.action == ActionKind::Alert {
-            return Some(step);
-        }
-        if !self.allow.is_empty()
-            && let Some(untils) = self.allow.get(&(d, key.to_string()))
-            && untils.iter().any(|&u| rec.ts < u)
-        {
-            let q = self.quiet.entry((r, d, key.to_string())).or_insert(i64::MIN);
-            if rec.ts < *q {
-                return None;
-            }
-            *q = rec.ts + step.for_ms;
-            if self.quiet.len() > 4096 {
-                self.quiet.retain(|_, until| *until > rec.ts);
-            }
-            stats.allowed[r] += 1;
-            self.allowed.push(Allowed {
-                ts: rec.ts,
-                rule: rule.id.clone(),
-                dim: pack.dims[d].name(),
-                key: key.to_string(),
-            });
-            return None;
-        }
-        if !rule.misuse && pack.protect & rec.port_class.bit() != 0 && rec.get(Slot::Port).is_some() {
-            let parts = &pack.dims[d].parts;
-            let names_port = parts.iter().any(|f| {
-                matches!(f, Field::Port | Field::Sig | Field::Sp) || (*f == Field::Src && rec.src_class == anning_rules::AddrClass::Port)
-            });
-            if names_port {
-                stats.protected[r] += 1;
-                step = Step {
-                    action: ActionKind::Alert,
-                    rate: None,
-                    for_ms: step.for_ms,
-                };
-            }
-        }
-        Some(step)
-    }
-}
-
 /// Whether a `ratio` rule's condition holds for its key over the window ending at `ts`.
 fn holds(rule: &Rule, window: &Window, ts: i64) -> bool {
     let (RuleKind::Ratio { ratio, min, below, .. }, Window::Ratio { num, den }) = (&rule.kind, window) else {
@@ -887,154 +678,4 @@ fn unsubscribe(
         count,
         recent: u.recent.iter().cloned().collect(),
     })
-}
-
-/// Builds the contract action for a rule's step against one target.
-#[allow(clippy::too_many_arguments)]
-fn action(
-    pack: &Pack,
-    rule: &Rule,
-    dim_name: &str,
-    key: &str,
-    ts: i64,
-    level: u32,
-    step: &Step,
-    reason: &str,
-    evidence: serde_json::Value,
-) -> Action {
-    let until = ts + step.for_ms;
-    let verb = match step.action {
-        ActionKind::Throttle => format!("throttle to {}/s for {}", step.rate.unwrap_or(0.0), dur(step.for_ms)),
-        other => format!("{other} for {}", dur(step.for_ms)),
-    };
-    Action {
-        id: action_id(pack.hash, &rule.id, dim_name, key, ts, level, step.action),
-        ts,
-        action: step.action,
-        dim: dim_name.to_string(),
-        key: key.to_string(),
-        rule: rule.id.clone(),
-        level,
-        rate: step.rate,
-        until: Some(until),
-        reason: format!("{reason}; level {level}: {verb}"),
-        evidence,
-        pack: pack.hash_hex(),
-        shadow: rule.shadow,
-    }
-}
-
-fn explain(rule: &Rule, hit: &Hit, rec: &Record) -> (String, serde_json::Value) {
-    let record = rec.id().map(str::to_string);
-    match (hit, &rule.kind) {
-        (
-            Hit::Rate { count } | Hit::Distinct { count, .. },
-            RuleKind::Rate {
-                threshold,
-                distinct,
-                sequential,
-            },
-        ) => {
-            let what = match (distinct, sequential) {
-                (Some(f), _) => format!("distinct {} values", f.name()),
-                (None, Some(d)) => format!("{} each to a number within {d} of the one before", noun(&rule.filter)),
-                (None, None) => noun(&rule.filter).to_string(),
-            };
-            let reason = format!(
-                "{count} {what} in the last {} (sliding by {}), at or above the threshold of {threshold}",
-                dur(rule.window_ms),
-                dur(rule.slide_ms)
-            );
-            let mut ev = json!({
-                "window": dur(rule.window_ms),
-                "slide": dur(rule.slide_ms),
-                "count": count,
-                "threshold": threshold,
-            });
-            if let Some(f) = distinct {
-                ev["distinct"] = json!(Field::name(*f));
-            }
-            if let Some(d) = sequential {
-                ev["sequential"] = json!(d);
-            }
-            if let Hit::Distinct { values, .. } = hit {
-                ev["values"] = json!(values);
-            }
-            if let Some(id) = record {
-                ev["records"] = json!([id]);
-            }
-            (reason, ev)
-        }
-        (Hit::Near(h), RuleKind::NearLimit { limit, lo, band, k, n }) => {
-            let reason = format!(
-                "{} of the last {n} windows of {} between {lo} and {} {} against a limit of {limit}",
-                h.in_band,
-                dur(rule.window_ms),
-                limit - 1,
-                noun(&rule.filter)
-            );
-            let mut ev = json!({
-                "window": dur(rule.window_ms),
-                "slide": dur(rule.slide_ms),
-                "limit": limit,
-                "band": band,
-                "near": [lo, limit - 1],
-                "k": k,
-                "n": n,
-                "counts": h.counts,
-                "window_end": h.boundary * rule.slide_ms,
-            });
-            if let Some(id) = record {
-                ev["records"] = json!([id]);
-            }
-            (reason, ev)
-        }
-        (Hit::Ratio { num, den }, RuleKind::Ratio { ratio, min, below, .. }) => {
-            let share = *num as f64 / (*den).max(1) as f64;
-            let reason = format!(
-                "{num} of {den} {} in the last {} ({:.4}), {} {ratio} (at least {min} counted)",
-                noun(&rule.filter),
-                dur(rule.window_ms),
-                share,
-                if *below { "at or below" } else { "at or above" },
-            );
-            let mut ev = json!({
-                "window": dur(rule.window_ms),
-                "slide": dur(rule.slide_ms),
-                "numerator": num,
-                "denominator": den,
-                "ratio": share,
-                "threshold": ratio,
-                "below": below,
-                "min": min,
-            });
-            if let Some(id) = record {
-                ev["records"] = json!([id]);
-            }
-            (reason, ev)
-        }
-        (Hit::Unsubscribe { count, recent }, RuleKind::Unsubscribe { grace_ms, threshold, .. }) => {
-            let reason = format!(
-                "{count} messages in the last {} to subscribers who had unsubscribed from this signature more than {} earlier (threshold {threshold})",
-                dur(rule.window_ms),
-                dur(*grace_ms),
-            );
-            let violations: Vec<serde_json::Value> = recent
-                .iter()
-                .map(|(ts, who, port)| json!({ "ts": ts, "dst": who, "port": port }))
-                .collect();
-            let mut ev = json!({
-                "window": dur(rule.window_ms),
-                "grace": dur(*grace_ms),
-                "count": count,
-                "threshold": threshold,
-                "violations": violations,
-            });
-            if let Some(id) = record {
-                ev["records"] = json!([id]);
-            }
-            (reason, ev)
-        }
-        _ => unreachable!("hit matches its rule kind"),
-    }
 }

@@ -17,6 +17,7 @@ use crate::runtime::{self, Progress, RejectSink};
 
 mod kafka;
 mod labelled;
+mod rules;
 
 #[derive(Parser, Debug)]
 #[command(name = "anning", version, about = "Carrier-side streaming detector for SMS and voice-call spam")]
@@ -346,10 +347,10 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => replay(args),
         Command::Rules {
             command: RulesCommand::Check { path, deny_warnings },
-        } => rules_check(&path, deny_warnings),
+        } => rules::check(&path, deny_warnings),
         Command::Rules {
             command: RulesCommand::Test { path, run },
-        } => rules_test(&path, run.as_deref()),
+        } => rules::test(&path, run.as_deref()),
         Command::Gen(args) => labelled::r#gen(args),
         Command::Score(args) => labelled::score(args),
         Command::Tune(args) => labelled::tune(args),
@@ -408,89 +409,6 @@ pub fn load_registry(path: Option<&Path>) -> Result<Registry, ExitCode> {
         }
         ExitCode::from(2)
     })
-}
-
-fn rules_test(path: &Path, filter: Option<&str>) -> Result<ExitCode> {
-    let report = match crate::rules_test::run_file(path, filter) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let shown = crate::rules_test::tests_path(path).display().to_string();
-    for name in &report.passed {
-        println!("ok    {name}");
-    }
-    for (name, why) in &report.failed {
-        println!("FAIL  {name}\n{why}");
-    }
-    let filtered = if report.filtered > 0 {
-        format!(", {} filtered out", report.filtered)
-    } else {
-        String::new()
-    };
-    println!("{shown}: {} passed, {} failed{filtered}", report.passed.len(), report.failed.len());
-    if !report.untested.is_empty() && filter.is_none() {
-        println!("rules no test expects an action from: {}", report.untested.join(", "));
-    }
-    Ok(if report.failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-fn rules_check(path: &Path, deny_warnings: bool) -> Result<ExitCode> {
-    match anning_rules::load(path) {
-        Ok(pack) => {
-            let shown = path.display();
-            let mut warnings: Vec<String> = anning_rules::lint::warnings(&pack)
-                .iter()
-                .map(|d| format!("{shown}:{}:{}: warning: {}", d.line, d.col, d.message))
-                .collect();
-            match crate::rules_test::expected_rules(path) {
-                Ok(Some(tested)) => {
-                    for (i, r) in pack.rules.iter().enumerate() {
-                        if !tested.contains(&r.id) {
-                            let (line, col) = pack.rule_pos[i];
-                            warnings.push(format!(
-                                "{shown}:{line}:{col}: warning: rule `{}` has no test expecting an action from it in {}",
-                                r.id,
-                                crate::rules_test::tests_path(path).display()
-                            ));
-                        }
-                    }
-                }
-                Ok(None) => warnings.push(format!(
-                    "{shown}: warning: no tests: write {} (see `anning rules test`)",
-                    crate::rules_test::tests_path(path).display()
-                )),
-                Err(e) => warnings.push(format!("{e}")),
-            }
-            for w in &warnings {
-                println!("{w}");
-            }
-            println!(
-                "{shown}: ok: pack `{}` ({}), {} rules, {} warnings",
-                pack.name,
-                pack.hash_hex(),
-                pack.rules.len(),
-                warnings.len()
-            );
-            Ok(if deny_warnings && !warnings.is_empty() {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
-        Err(e) => {
-            for line in e.lines() {
-                println!("{line}");
-            }
-            Ok(ExitCode::FAILURE)
-        }
-    }
 }
 
 struct JsonlRejects(BufWriter<File>, Option<std::io::Error>);

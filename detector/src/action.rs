@@ -28,6 +28,10 @@ pub struct Action {
     /// extension: present, and `true`, only on those).
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub shadow: bool,
+    /// The record that tipped the decision, as JSON (not part of the contract action: the
+    /// audit log keeps it, with subscriber numbers as given).
+    #[serde(skip)]
+    pub record: Option<String>,
 }
 
 fn kind_name<S: Serializer>(k: &ActionKind, s: S) -> Result<S::Ok, S::Error> {

@@ -13,13 +13,17 @@
 //! - [`daemon`]: `anning daemon` on Kafka, with its admin HTTP endpoint and metrics.
 //! - [`cli`]: the `anning` commands.
 
+pub mod audit;
 pub mod cli;
 pub mod daemon;
 pub mod decode;
+pub mod explain;
 pub mod rules_test;
 pub mod runtime;
 pub mod score;
 pub mod source;
+#[cfg(feature = "sql")]
+pub mod sql;
 pub mod summary;
 pub mod synth_out;
 pub mod workbench;

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// Starts (idempotently) a broker on `port` with `ops/broker.sh`; its address.
-fn broker(port: u16) -> String {
+pub(crate) fn broker(port: u16) -> String {
     static STARTED: OnceLock<std::sync::Mutex<Vec<u16>>> = OnceLock::new();
     let started = STARTED.get_or_init(Default::default);
     let mut started = started.lock().unwrap();
@@ -45,30 +45,30 @@ fn broker_pid(port: u16) -> i32 {
     std::fs::read_to_string(pidfile).unwrap().trim().parse().unwrap()
 }
 
-fn tmp(name: &str) -> PathBuf {
+pub(crate) fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("anning-daemon-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d.join(name)
 }
 
-fn anning() -> Command {
+pub(crate) fn anning() -> Command {
     Command::new(env!("CARGO_BIN_EXE_anning"))
 }
 
-fn run_ok(cmd: &mut Command) -> std::process::Output {
+pub(crate) fn run_ok(cmd: &mut Command) -> std::process::Output {
     let o = cmd.output().unwrap();
     assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
     o
 }
 
 /// A generated day, its registry and the actions replay gives for it.
-struct Scenario {
-    input: PathBuf,
-    registry: PathBuf,
-    expected: Vec<serde_json::Value>,
+pub(crate) struct Scenario {
+    pub(crate) input: PathBuf,
+    pub(crate) registry: PathBuf,
+    pub(crate) expected: Vec<serde_json::Value>,
 }
 
-fn scenario(name: &str, records: u64, extra_lines: &[&str]) -> Scenario {
+pub(crate) fn scenario(name: &str, records: u64, extra_lines: &[&str]) -> Scenario {
     let (gen_out, input, registry) = (
         tmp(&format!("{name}.gen.jsonl")),
         tmp(&format!("{name}.jsonl")),
@@ -115,13 +115,13 @@ fn scenario(name: &str, records: u64, extra_lines: &[&str]) -> Scenario {
     Scenario { input, registry, expected }
 }
 
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     admin: String,
 }
 
 /// Topic and group names unique to this test run (the broker outlives runs).
-fn unique(name: &str) -> String {
+pub(crate) fn unique(name: &str) -> String {
     format!("{name}-{}", std::process::id())
 }
 
@@ -133,7 +133,7 @@ impl Daemon {
     }
 
     /// [`Daemon::start`] with more flags and environment.
-    fn start_with(brokers: &str, name: &str, admin_port: u16, registry: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn start_with(brokers: &str, name: &str, admin_port: u16, registry: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let admin = format!("127.0.0.1:{admin_port}");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -169,7 +169,7 @@ impl Daemon {
         self.request("GET", path, "")
     }
 
-    fn request(&self, method: &str, path: &str, headers: &str) -> (u16, String) {
+    pub(crate) fn request(&self, method: &str, path: &str, headers: &str) -> (u16, String) {
         let Ok(mut s) = TcpStream::connect(&self.admin) else {
             return (0, String::new());
         };
@@ -181,7 +181,7 @@ impl Daemon {
         (code, body)
     }
 
-    fn metric(&self, name: &str) -> f64 {
+    pub(crate) fn metric(&self, name: &str) -> f64 {
         let (_, body) = self.get("/metrics");
         body.lines()
             .filter(|l| l.starts_with(name) && !l.starts_with('#'))
@@ -212,7 +212,7 @@ impl Daemon {
     }
 
     /// SIGTERM, then the exit code.
-    fn stop(mut self) -> i32 {
+    pub(crate) fn stop(mut self) -> i32 {
         self.signal("-TERM");
         let t = Instant::now();
         loop {
@@ -247,7 +247,7 @@ fn reader(brokers: &str) -> BaseConsumer {
 /// A message as read back: key, payload, headers.
 type Msg = (Option<Vec<u8>>, Vec<u8>, Vec<(String, String)>);
 
-fn read_topic(brokers: &str, topic: &str, want: usize, limit: Duration) -> Vec<Msg> {
+pub(crate) fn read_topic(brokers: &str, topic: &str, want: usize, limit: Duration) -> Vec<Msg> {
     let consumer = reader(brokers);
     let mut tpl = TopicPartitionList::new();
     let partitions = consumer
@@ -274,7 +274,7 @@ fn read_topic(brokers: &str, topic: &str, want: usize, limit: Duration) -> Vec<M
 
 /// Actions from a topic until every expected id has arrived (or `limit`), then two seconds
 /// more to catch any that should not be there.
-fn read_actions(brokers: &str, topic: &str, expected: &[serde_json::Value], limit: Duration) -> Vec<serde_json::Value> {
+pub(crate) fn read_actions(brokers: &str, topic: &str, expected: &[serde_json::Value], limit: Duration) -> Vec<serde_json::Value> {
     let want: std::collections::BTreeSet<String> = ids(expected).into_iter().collect();
     let consumer = reader(brokers);
     let mut tpl = TopicPartitionList::new();
@@ -296,11 +296,11 @@ fn read_actions(brokers: &str, topic: &str, expected: &[serde_json::Value], limi
     out
 }
 
-fn produce(brokers: &str, topic: &str, input: &Path) {
+pub(crate) fn produce(brokers: &str, topic: &str, input: &Path) {
     run_ok(anning().args(["produce", "--brokers", brokers, "--topic", topic]).arg(input));
 }
 
-fn ids(actions: &[serde_json::Value]) -> Vec<String> {
+pub(crate) fn ids(actions: &[serde_json::Value]) -> Vec<String> {
     let mut v: Vec<String> = actions.iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
     v.sort();
     v

@@ -3,6 +3,9 @@
 
 mod cli;
 mod daemon;
+mod daemon_audit;
+#[cfg(feature = "sql")]
+mod desk;
 mod determinism;
 mod formats;
 mod golden;

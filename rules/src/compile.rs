@@ -174,6 +174,7 @@ pub fn compile(source: &str) -> Result<Pack, Vec<Diagnostic>> {
             allow,
             dlr_join_ms,
             rule_pos,
+            source: source.into(),
         })
     } else {
         Err(d.into_sorted())

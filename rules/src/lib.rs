@@ -116,6 +116,7 @@ pub fn merge_allowlist(pack: &mut Pack, path: &str, source: &str) -> Result<(), 
     let mut h = xxhash_rust::xxh3::Xxh3::with_seed(pack.hash);
     h.update(source.as_bytes());
     pack.hash = h.digest();
+    pack.source = format!("{}\n\n# ---- allowlist {path}\n{source}", pack.source).into();
     Ok(())
 }
 

@@ -386,6 +386,9 @@ pub struct Pack {
     pub dlr_join_ms: i64,
     /// (line, column) of each rule's table in the source, for warnings.
     pub rule_pos: Vec<(usize, usize)>,
+    /// The source text the hash covers (the pack, then each merged allowlist file): what the
+    /// audit log archives so an action's rule can be shown as it was.
+    pub source: std::sync::Arc<str>,
 }
 
 impl Pack {

@@ -47,6 +47,7 @@ pub(super) fn action(
     step: &Step,
     reason: &str,
     evidence: serde_json::Value,
+    rec: &Record,
 ) -> Action {
     let until = ts + step.for_ms;
     let verb = match step.action {
@@ -67,6 +68,7 @@ pub(super) fn action(
         evidence,
         pack: pack.hash_hex(),
         shadow: rule.shadow,
+        record: Some(rec.to_json()),
     }
 }
 

@@ -423,7 +423,9 @@ impl Engine {
                 }
                 let until = rec.ts + step.for_ms;
                 slot.ladder.acted(level, until);
-                out.push(action(pack, rule, &dim_name, &entry.key, rec.ts, level, &step, &reason, evidence));
+                out.push(action(
+                    pack, rule, &dim_name, &entry.key, rec.ts, level, &step, &reason, evidence, rec,
+                ));
                 if !rule.shadow {
                     entry.active = Some(Active { step, until });
                 }
@@ -467,7 +469,18 @@ impl Engine {
                 let until = rec.ts + step.for_ms;
                 let mut ladder = ladder;
                 ladder.acted(level, until);
-                out.push(action(pack, rule, &tname, &key, rec.ts, level, &step, &reason, evidence.clone()));
+                out.push(action(
+                    pack,
+                    rule,
+                    &tname,
+                    &key,
+                    rec.ts,
+                    level,
+                    &step,
+                    &reason,
+                    evidence.clone(),
+                    rec,
+                ));
                 let acted = slot.acted.get_or_insert_with(Default::default);
                 acted.insert(id, (ladder, Active { step, until }));
             }
@@ -505,6 +518,7 @@ impl Engine {
             evidence: json!({ "lifted": active.step.action.name(), "was_until": active.until }),
             pack: self.pack.hash_hex(),
             shadow: false,
+            record: None,
         })
     }
 

@@ -48,6 +48,9 @@ pub(super) fn daemon(args: DaemonArgs) -> Result<ExitCode> {
     if args.registry.is_some() {
         cfg.registry = args.registry.clone();
     }
+    if args.audit.is_some() {
+        cfg.audit_dir = args.audit.clone();
+    }
     for p in &args.kafka {
         let (k, v) = split_prop(p)?;
         cfg.kafka.insert(k, v);
@@ -76,17 +79,20 @@ pub(super) fn daemon(args: DaemonArgs) -> Result<ExitCode> {
     let sighup = Arc::new(std::sync::atomic::AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&sighup)).context("cannot install signal handlers")?;
     let (reload_tx, reload_rx) = crossbeam_channel::unbounded();
+    let (release_tx, release_rx) = crossbeam_channel::unbounded();
     let metrics = Arc::new(daemon::Metrics::default());
     let admin = daemon::admin::Admin {
         metrics: Arc::clone(&metrics),
         token: cfg.admin_token.clone(),
         reload: reload_tx,
+        release: release_tx,
     };
     let addr = daemon::admin::serve(&cfg.admin, admin).with_context(|| format!("cannot listen on {}", cfg.admin))?;
     tracing::info!("admin HTTP on http://{addr}/metrics");
     let reload = daemon::Reload {
         signal: sighup,
         requests: reload_rx,
+        releases: release_rx,
     };
     daemon::run(&cfg, pack, &registry, metrics, stop, reload)?;
     tracing::info!("stopped cleanly");

@@ -15,9 +15,12 @@ use clap::{Parser, Subcommand};
 use crate::decode::Reject;
 use crate::runtime::{self, Progress, RejectSink};
 
+mod desk;
 mod kafka;
 mod labelled;
 mod rules;
+
+pub use desk::release_id;
 
 #[derive(Parser, Debug)]
 #[command(name = "anning", version, about = "Carrier-side streaming detector for SMS and voice-call spam")]
@@ -52,6 +55,17 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Print a topic's messages as they arrive (actions, dead letters), one a line.
     Tail(TailArgs),
+    /// Why an action was taken: the rule as it was, the figures that tipped it, sample
+    /// records, the target's escalation history, and whether it still holds (audit log).
+    Explain(desk::ExplainArgs),
+    /// Record a manual release (appeal upheld) of an action in the audit log.
+    Release(desk::ReleaseArgs),
+    /// SQL over traffic files, actions and the audit log (DataFusion).
+    #[cfg(feature = "sql")]
+    Query(desk::QueryArgs),
+    /// One HTML page with plots about traffic and the actions taken on it.
+    #[cfg(feature = "sql")]
+    Report(desk::ReportArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -112,6 +126,9 @@ pub struct DaemonArgs {
     /// A librdkafka property for consumer and producer, e.g. -X security.protocol=SASL_SSL.
     #[arg(short = 'X', value_name = "PROP=VALUE")]
     pub kafka: Vec<String>,
+    /// The audit log directory (Parquet by day): every action produced and every release.
+    #[arg(long, value_name = "DIR")]
+    pub audit: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -309,6 +326,13 @@ pub struct ReplayArgs {
     /// Keep every rejected record, with its reason and position, as JSON Lines in FILE.
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
+    /// Also write every action (shadow ones included) to the audit log in DIR: Parquet
+    /// files by day, with the tipping record and the pack (`anning explain`, `anning query`).
+    #[arg(long, value_name = "DIR")]
+    pub audit: Option<PathBuf>,
+    /// Days the audit log keeps, counted back from its newest day.
+    #[arg(long, value_name = "DAYS", default_value_t = crate::audit::DEFAULT_RETENTION_DAYS)]
+    pub audit_retention: u32,
     /// No summary and no progress bar on stderr.
     #[arg(long, short)]
     pub quiet: bool,
@@ -358,6 +382,12 @@ pub fn main() -> ExitCode {
         Command::Daemon(args) => kafka::daemon(args),
         Command::Produce(args) => kafka::produce(args),
         Command::Tail(args) => kafka::tail(args),
+        Command::Explain(args) => desk::explain(args),
+        Command::Release(args) => desk::release(args),
+        #[cfg(feature = "sql")]
+        Command::Query(args) => desk::query(args),
+        #[cfg(feature = "sql")]
+        Command::Report(args) => desk::report(args),
     };
     match result {
         Ok(code) => code,
@@ -519,8 +549,32 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
         let mut f = BufWriter::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?);
         write(&mut f, true).with_context(|| format!("cannot write {}", p.display()))?;
     }
+    let audited = match &args.audit {
+        Some(dir) => {
+            let mut w = crate::audit::Writer::open(dir, "replay", args.audit_retention)?;
+            w.archive_pack(&pack)?;
+            for a in &outcome.actions {
+                w.push_action(a);
+            }
+            Some(w.flush()?)
+        }
+        None => None,
+    };
     if !args.quiet {
         eprint!("{}", crate::summary::render(&outcome, &pack, threads, elapsed));
+        if let (Some(f), Some(dir)) = (&audited, &args.audit) {
+            eprintln!(
+                "audit:    {} actions in {} files under {}{}",
+                f.rows,
+                f.files.len(),
+                dir.display(),
+                if f.pruned.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} old days removed)", f.pruned.len())
+                }
+            );
+        }
     }
     Ok(if outcome.counts.input_errors.is_empty() {
         ExitCode::SUCCESS

@@ -53,6 +53,13 @@ pub struct DaemonConfig {
     pub consumer: BTreeMap<String, String>,
     /// librdkafka properties for the producer only.
     pub producer: BTreeMap<String, String>,
+    /// The audit log: every action produced and every release, as Parquet by day
+    /// (`anning explain`, `anning query --audit`). Off when unset.
+    pub audit_dir: Option<PathBuf>,
+    /// Days the audit log keeps, counted back from its newest day.
+    pub audit_retention_days: u32,
+    /// How often buffered audit rows are written (ms); also at shutdown.
+    pub audit_flush_ms: u64,
 }
 
 impl Default for DaemonConfig {
@@ -78,6 +85,9 @@ impl Default for DaemonConfig {
             kafka: BTreeMap::new(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
+            audit_dir: None,
+            audit_retention_days: crate::audit::DEFAULT_RETENTION_DAYS,
+            audit_flush_ms: 10_000,
         }
     }
 }
@@ -109,6 +119,7 @@ impl DaemonConfig {
     /// Applies `ANNING_*` variables: `ANNING_BROKERS`, `ANNING_GROUP`, `ANNING_INPUT_TOPIC`,
     /// `ANNING_ACTIONS_TOPIC`, `ANNING_DLQ_TOPIC`, `ANNING_ADMIN`, `ANNING_THREADS`,
     /// `ANNING_RULES`, `ANNING_REGISTRY`, `ANNING_BATCH_MAX`, `ANNING_BATCH_MS`,
+    /// `ANNING_AUDIT_DIR`, `ANNING_AUDIT_RETENTION_DAYS`, `ANNING_AUDIT_FLUSH_MS`,
     /// `ANNING_REBUILD`, and `ANNING_KAFKA_<PROPERTY>` for a librdkafka property with dots
     /// written as underscores (`ANNING_KAFKA_SECURITY_PROTOCOL=SASL_SSL`).
     pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), String> {
@@ -130,6 +141,9 @@ impl DaemonConfig {
                 "REGISTRY" => self.registry = Some(v.into()),
                 "BATCH_MAX" => self.batch_max = num(&v)? as usize,
                 "BATCH_MS" => self.batch_ms = num(&v)?,
+                "AUDIT_DIR" => self.audit_dir = Some(v.into()),
+                "AUDIT_RETENTION_DAYS" => self.audit_retention_days = num(&v)? as u32,
+                "AUDIT_FLUSH_MS" => self.audit_flush_ms = num(&v)?,
                 "REBUILD" => {
                     self.rebuild = match v.as_str() {
                         "earliest" => Rebuild::Earliest,
@@ -195,5 +209,9 @@ mod tests {
             (d.brokers, d.group, d.input_topic, d.admin)
         );
         assert_eq!((c.batch_max, c.rebuild, c.partitions), (d.batch_max, d.rebuild, d.partitions));
+        assert_eq!(
+            (c.audit_dir, c.audit_retention_days, c.audit_flush_ms),
+            (d.audit_dir, d.audit_retention_days, d.audit_flush_ms)
+        );
     }
 }

@@ -23,6 +23,11 @@ pub struct Metrics {
     /// Pack reloads that took effect, and that were refused (invalid pack).
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
+    /// Manual releases that lifted an action, rows written to the audit log, and audit
+    /// writes that failed (their rows are kept and retried).
+    pub releases: AtomicU64,
+    pub audit_rows: AtomicU64,
+    pub audit_failures: AtomicU64,
     /// Throttles and suspensions the allowlist held back, by rule.
     pub allowlisted: Mutex<BTreeMap<String, u64>>,
     /// Name and hash of the pack running.
@@ -59,6 +64,9 @@ impl Default for Metrics {
             redelivered: Default::default(),
             reloads: Default::default(),
             reload_failures: Default::default(),
+            releases: Default::default(),
+            audit_rows: Default::default(),
+            audit_failures: Default::default(),
             allowlisted: Default::default(),
             pack: Default::default(),
             batches: Default::default(),
@@ -146,8 +154,19 @@ impl Metrics {
             family(&mut o, "anning_pack_info", "gauge", "The rule pack running: name and content hash.");
             let _ = writeln!(o, "anning_pack_info{{pack=\"{}\",hash=\"{hash}\"}} 1", escape(name));
         }
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 12] = [
             ("anning_reloads_total", "Rule pack reloads that took effect.", &self.reloads),
+            (
+                "anning_releases_total",
+                "Manual releases (POST /actions/release) that lifted an action.",
+                &self.releases,
+            ),
+            ("anning_audit_rows_total", "Rows written to the audit log.", &self.audit_rows),
+            (
+                "anning_audit_failures_total",
+                "Audit log writes that failed; their rows are kept and retried.",
+                &self.audit_failures,
+            ),
             (
                 "anning_reload_failures_total",
                 "Rule pack reloads refused (the pack or allowlist had errors; the old pack kept running).",

@@ -23,6 +23,7 @@
 pub mod admin;
 pub mod config;
 pub mod metrics;
+mod release;
 mod reload;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -51,6 +52,7 @@ use crate::decode::jsonl::JsonFields;
 use crate::decode::{Bad, RejectReason, assemble};
 pub use config::{DaemonConfig, Rebuild};
 pub use metrics::Metrics;
+pub use release::{ReleaseAsk, ReleaseRequest};
 use reload::reload_pack;
 pub use reload::{Reload, ReloadRequest, load_rules};
 
@@ -74,6 +76,13 @@ type Batch = Arc<Vec<(Record, i64, u32)>>;
 enum Work {
     Batch(Batch),
     Reload(Arc<Pack>),
+    /// Lift whatever `key` of `dim` is under, at event time `ts`.
+    Release {
+        dim: String,
+        key: String,
+        ts: i64,
+        reason: String,
+    },
 }
 
 /// What shard workers answer: a batch's actions (with the record index that tipped each)
@@ -81,6 +90,8 @@ enum Work {
 enum Done {
     Batch(Vec<(u32, Action)>, Vec<anning_detector::Allowed>),
     Reloaded(anning_detector::Reloaded),
+    /// The owner's `release` action (`None` from the others, or when nothing was in force).
+    Released(Option<Action>),
 }
 
 /// A message to produce, kept until acknowledged.
@@ -374,6 +385,7 @@ pub fn run(
                         Done::Batch(out, engine.take_allowed())
                     }
                     Work::Reload(p) => Done::Reloaded(engine.reload(p)),
+                    Work::Release { dim, key, ts, reason } => Done::Released(engine.release(&dim, &key, ts, &reason)),
                 };
                 if rtx.send(done).is_err() {
                     return;
@@ -390,6 +402,15 @@ pub fn run(
     let mut known: BTreeSet<i32> = BTreeSet::new();
     // Next offset to handle per partition, over this process's life.
     let mut done: HashMap<i32, i64> = HashMap::new();
+    let mut audit = match &cfg.audit_dir {
+        Some(dir) => {
+            let mut w = crate::audit::Writer::open(dir, "daemon", cfg.audit_retention_days)?;
+            w.archive_pack(&pack)?;
+            Some(w)
+        }
+        None => None,
+    };
+    let mut audit_flushed = Instant::now();
     tracing::info!(brokers = %cfg.brokers, group = %cfg.group, topic = %cfg.input_topic, "daemon started");
 
     while !stop.load(Ordering::Relaxed) {
@@ -400,12 +421,34 @@ pub fn run(
             for a in asked {
                 let _ = a.send(answer.clone());
             }
+            if let Some(w) = &mut audit
+                && let Err(e) = w.archive_pack(&pack)
+            {
+                tracing::error!("audit log: cannot archive the pack: {e}");
+            }
         }
         let en = Enricher::new(&pack, registry);
         // 1. Gather a batch.
         let mut records: Vec<(Record, i64, u32)> = Vec::new();
         let mut metas: Vec<Meta> = Vec::new();
         let mut outs: Vec<Out> = Vec::new();
+        // Audit rows of what this batch produces, written once acknowledged.
+        let mut audited: Vec<crate::audit::Entry> = Vec::new();
+        let mut answers = Vec::new();
+        for (ask, answer) in reload.releases.try_iter().collect::<Vec<_>>() {
+            let reply = match release::release(&ask, wm.current().max(0), &txs, &rrx, threads) {
+                Ok(Some(a)) => {
+                    metrics.releases.fetch_add(1, Relaxed);
+                    tracing::info!(target = %format!("{}:{}", a.dim, anning_detector::mask::mask_number(&a.key)), author = %ask.author, "released");
+                    outs.push(action_out(&a, now_ms(), a.ts));
+                    audited.push(crate::audit::Entry::from_action(&a, "daemon", Some(&ask.author)));
+                    Ok(serde_json::to_string(&a).unwrap_or_default() + "\n")
+                }
+                Ok(None) => Err(format!("{}:{} is under no action in force\n", ask.dim, ask.key)),
+                Err(e) => Err(e),
+            };
+            answers.push((answer, reply));
+        }
         let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
         let started = Instant::now();
         while records.len() + outs.len() < cfg.batch_max && started.elapsed() < Duration::from_millis(cfg.batch_ms) {
@@ -499,7 +542,9 @@ pub fn run(
                             *metrics.allowlisted.lock().expect("lock").entry(a.rule).or_default() += 1;
                         }
                     }
-                    Done::Reloaded(_) => unreachable!("reloads are answered where they are sent"),
+                    Done::Reloaded(_) | Done::Released(_) => {
+                        unreachable!("reloads and releases are answered where they are sent")
+                    }
                 }
             }
             metrics.shard_queue.store(0, Relaxed);
@@ -513,6 +558,9 @@ pub fn run(
                 }
                 let event_ts = batch[*idx as usize].0.ts;
                 outs.push(action_out(a, meta.ingested_ms, event_ts));
+                if audit.is_some() {
+                    audited.push(crate::audit::Entry::from_action(a, "daemon", None));
+                }
             }
         }
 
@@ -520,6 +568,18 @@ pub fn run(
         // 3. Produce and wait for every acknowledgement.
         deliver(&producer, cfg, &outs, &drx, &metrics, &stop)?;
         let t_delivered = Instant::now();
+        for (answer, reply) in answers {
+            let _ = answer.send(reply);
+        }
+        if let Some(w) = &mut audit {
+            for e in audited {
+                w.push(e);
+            }
+            if w.pending() > 0 && audit_flushed.elapsed() >= Duration::from_millis(cfg.audit_flush_ms) {
+                flush_audit(w, &metrics);
+                audit_flushed = Instant::now();
+            }
+        }
 
         // 4. Commit.
         if !next_offsets.is_empty() {
@@ -565,7 +625,25 @@ pub fn run(
         let _ = w.join();
     }
     producer.flush(Duration::from_secs(30)).context("flush at shutdown")?;
+    if let Some(w) = &mut audit {
+        flush_audit(w, &metrics);
+    }
     Ok(())
+}
+
+fn flush_audit(w: &mut crate::audit::Writer, metrics: &Metrics) {
+    match w.flush() {
+        Ok(f) => {
+            metrics.audit_rows.fetch_add(f.rows, Relaxed);
+            for p in &f.pruned {
+                tracing::info!("audit log: retention removed {}", p.display());
+            }
+        }
+        Err(e) => {
+            metrics.audit_failures.fetch_add(1, Relaxed);
+            tracing::error!("audit log: {e} (rows kept, retried at the next flush)");
+        }
+    }
 }
 
 /// Whether a message lies below its partition's committed offset (read again to rebuild

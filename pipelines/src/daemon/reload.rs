@@ -81,4 +81,6 @@ pub(super) fn reload_pack(
 pub struct Reload {
     pub signal: Arc<AtomicBool>,
     pub requests: crossbeam_channel::Receiver<ReloadRequest>,
+    /// Releases on appeal from the admin endpoint, answered between batches too.
+    pub releases: crossbeam_channel::Receiver<super::ReleaseRequest>,
 }

@@ -413,4 +413,35 @@ fn the_report_renders_in_headless_chromium_with_every_plot() {
     assert!(dom.contains("data-plots=\"6\""), "plots drawn: {}", &dom[..dom.len().min(400)]);
     assert!(console_errors(&log).is_empty(), "console errors: {:?}", console_errors(&log));
     assert!(dom.contains("<table id=\"actions\">"));
+
+    // The same actions from the audit log of a replay (shadow rules' would-be actions,
+    // which the audit log keeps too, are not actions taken).
+    let pack = d.join("pack.toml");
+    let shadow_rule = "\n[[rule]]\nid = \"everyone-shadow\"\nkind = \"rate\"\ndim = \"src\"\nwhen = { type = [\"sms\"] }\nwindow = \"1h\"\nslide = \"1m\"\nthreshold = 50\nshadow = true\nladder = [{ action = \"alert\", for = \"1h\" }]\n";
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/packs/default.toml")).unwrap();
+    std::fs::write(&pack, text + shadow_rule).unwrap();
+    let (_, err) = ok(&[
+        "replay",
+        &p("day.jsonl"),
+        "--registry",
+        &p("reg.csv"),
+        "--rules",
+        s(&pack),
+        "--audit",
+        &p("audit"),
+        "--out",
+        &p("a.jsonl"),
+        "--shadow-out",
+        &p("shadow.jsonl"),
+    ]);
+    let taken = std::fs::read_to_string(p("a.jsonl")).unwrap().lines().count();
+    let shadow = std::fs::read_to_string(p("shadow.jsonl")).unwrap().lines().count();
+    assert!(shadow > 0, "{err}");
+    ok(&["report", &p("day.jsonl"), "--audit", &p("audit"), "--out", &p("out2"), "-q"]);
+    let html = std::fs::read_to_string(d.join("out2/index.html")).unwrap();
+    assert!(
+        html.contains(&format!("{taken} of {taken} actions")),
+        "{taken} taken, {shadow} shadow"
+    );
+    assert!(!html.contains("everyone-shadow"));
 }

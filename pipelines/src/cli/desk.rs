@@ -378,11 +378,13 @@ mod with_sql {
         }
         let pack_hash = match (&args.actions, &args.audit) {
             (Some(a), _) => {
-                desk.register("actions", a, &pack, &registry, &mut ()).context("table actions")?;
+                desk.register("recorded", a, &pack, &registry, &mut ()).context("table actions")?;
+                sql::taken_only(&desk, "recorded", "actions")?;
                 format!("{} (actions from {})", pack.hash_hex(), a.display())
             }
             (None, Some(dir)) => {
-                desk.register("actions", dir, &pack, &registry, &mut ()).context("table actions")?;
+                desk.register("recorded", dir, &pack, &registry, &mut ()).context("table actions")?;
+                sql::taken_only(&desk, "recorded", "actions")?;
                 format!("from the audit log {}", dir.display())
             }
             (None, None) => {

@@ -593,3 +593,16 @@ pub fn register_actions(desk: &Desk, name: &str, actions: &[anning_detector::Act
     desk.ctx.register_table(name, Arc::new(table))?;
     Ok(())
 }
+
+/// Registers `view` as the rows of `table` that were enforced or told: shadow rules'
+/// would-be actions left out (when the table says which they are).
+pub fn taken_only(desk: &Desk, table: &str, view: &str) -> Result<(), SqlError> {
+    let df = desk.block_on(desk.ctx.table(table))?;
+    let df = if df.schema().field_with_unqualified_name("shadow").is_ok() {
+        df.filter(col("shadow").is_not_true())?
+    } else {
+        df
+    };
+    desk.ctx.register_table(view, df.into_view())?;
+    Ok(())
+}

@@ -434,21 +434,12 @@ pub fn run(
         let mut outs: Vec<Out> = Vec::new();
         // Audit rows of what this batch produces, written once acknowledged.
         let mut audited: Vec<crate::audit::Entry> = Vec::new();
-        let mut answers = Vec::new();
-        for (ask, answer) in reload.releases.try_iter().collect::<Vec<_>>() {
-            let reply = match release::release(&ask, wm.current().max(0), &txs, &rrx, threads) {
-                Ok(Some(a)) => {
-                    metrics.releases.fetch_add(1, Relaxed);
-                    tracing::info!(target = %format!("{}:{}", a.dim, anning_detector::mask::mask_number(&a.key)), author = %ask.author, "released");
-                    outs.push(action_out(&a, now_ms(), a.ts));
-                    audited.push(crate::audit::Entry::from_action(&a, "daemon", Some(&ask.author)));
-                    Ok(serde_json::to_string(&a).unwrap_or_default() + "\n")
-                }
-                Ok(None) => Err(format!("{}:{} is under no action in force\n", ask.dim, ask.key)),
-                Err(e) => Err(e),
-            };
-            answers.push((answer, reply));
-        }
+        let shards = release::Shards {
+            txs: &txs,
+            rrx: &rrx,
+            threads,
+        };
+        let answers = release::take(&reload.releases, wm.current().max(0), &shards, &metrics, &mut outs, &mut audited);
         let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
         let started = Instant::now();
         while records.len() + outs.len() < cfg.batch_max && started.elapsed() < Duration::from_millis(cfg.batch_ms) {
@@ -576,7 +567,7 @@ pub fn run(
                 w.push(e);
             }
             if w.pending() > 0 && audit_flushed.elapsed() >= Duration::from_millis(cfg.audit_flush_ms) {
-                flush_audit(w, &metrics);
+                release::flush_audit(w, &metrics);
                 audit_flushed = Instant::now();
             }
         }
@@ -626,24 +617,9 @@ pub fn run(
     }
     producer.flush(Duration::from_secs(30)).context("flush at shutdown")?;
     if let Some(w) = &mut audit {
-        flush_audit(w, &metrics);
+        release::flush_audit(w, &metrics);
     }
     Ok(())
-}
-
-fn flush_audit(w: &mut crate::audit::Writer, metrics: &Metrics) {
-    match w.flush() {
-        Ok(f) => {
-            metrics.audit_rows.fetch_add(f.rows, Relaxed);
-            for p in &f.pruned {
-                tracing::info!("audit log: retention removed {}", p.display());
-            }
-        }
-        Err(e) => {
-            metrics.audit_failures.fetch_add(1, Relaxed);
-            tracing::error!("audit log: {e} (rows kept, retried at the next flush)");
-        }
-    }
 }
 
 /// Whether a message lies below its partition's committed offset (read again to rebuild

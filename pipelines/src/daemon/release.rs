@@ -3,10 +3,13 @@
 //! `release` action goes to the actions topic (enforcement points lift the throttle) and to
 //! the audit log with who released and why.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use anning_detector::Action;
 use serde::Deserialize;
 
-use super::{Done, Work};
+use super::{Done, Metrics, Out, Work, action_out, now_ms};
+use crate::audit::{Entry, Writer};
 
 /// What an operator asks: the target and the appeal's outcome.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -41,15 +44,66 @@ impl ReleaseAsk {
 /// released) goes back on the sender.
 pub type ReleaseRequest = (ReleaseAsk, crossbeam_channel::Sender<Result<String, String>>);
 
+/// The shard workers, to ask between batches.
+pub(super) struct Shards<'a> {
+    pub txs: &'a [crossbeam_channel::Sender<Work>],
+    pub rrx: &'a crossbeam_channel::Receiver<Done>,
+    pub threads: usize,
+}
+
+/// An answer to send once the batch's messages are acknowledged.
+pub(super) type Answer = (crossbeam_channel::Sender<Result<String, String>>, Result<String, String>);
+
+/// Carries out the releases asked for since the last batch, at event time `ts`: each
+/// `release` action joins the batch's messages and audit rows; the answers wait for the
+/// batch to be acknowledged.
+pub(super) fn take(
+    requests: &crossbeam_channel::Receiver<ReleaseRequest>,
+    ts: i64,
+    shards: &Shards<'_>,
+    metrics: &Metrics,
+    outs: &mut Vec<Out>,
+    audited: &mut Vec<Entry>,
+) -> Vec<Answer> {
+    let mut answers = Vec::new();
+    for (ask, answer) in requests.try_iter().collect::<Vec<_>>() {
+        let reply = match release(&ask, ts, shards) {
+            Ok(Some(a)) => {
+                metrics.releases.fetch_add(1, Relaxed);
+                let target = format!("{}:{}", a.dim, anning_detector::mask::mask_number(&a.key));
+                tracing::info!(target = %target, author = %ask.author, "released");
+                outs.push(action_out(&a, now_ms(), a.ts));
+                audited.push(Entry::from_action(&a, "daemon", Some(&ask.author)));
+                Ok(serde_json::to_string(&a).unwrap_or_default() + "\n")
+            }
+            Ok(None) => Err(format!("{}:{} is under no action in force\n", ask.dim, ask.key)),
+            Err(e) => Err(e),
+        };
+        answers.push((answer, reply));
+    }
+    answers
+}
+
+/// Writes the buffered audit rows, counting what was written and what failed.
+pub(super) fn flush_audit(w: &mut Writer, metrics: &Metrics) {
+    match w.flush() {
+        Ok(f) => {
+            metrics.audit_rows.fetch_add(f.rows, Relaxed);
+            for p in &f.pruned {
+                tracing::info!("audit log: retention removed {}", p.display());
+            }
+        }
+        Err(e) => {
+            metrics.audit_failures.fetch_add(1, Relaxed);
+            tracing::error!("audit log: {e} (rows kept, retried at the next flush)");
+        }
+    }
+}
+
 /// Asks every shard to release the target at event time `ts`; the owner answers with the
 /// `release` action, or `None` when nothing was in force.
-pub(super) fn release(
-    ask: &ReleaseAsk,
-    ts: i64,
-    txs: &[crossbeam_channel::Sender<Work>],
-    rrx: &crossbeam_channel::Receiver<Done>,
-    threads: usize,
-) -> Result<Option<Action>, String> {
+fn release(ask: &ReleaseAsk, ts: i64, shards: &Shards<'_>) -> Result<Option<Action>, String> {
+    let (txs, rrx, threads) = (shards.txs, shards.rrx, shards.threads);
     let reason = format!("{} (by {})", ask.reason, ask.author);
     for tx in txs {
         tx.send(Work::Release {

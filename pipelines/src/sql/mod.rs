@@ -18,30 +18,30 @@
 //! (or `actions`).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anning_detector::mask::{mask_addr, mask_key};
-use anning_detector::{Enricher, Record, Registry, Slot};
-use anning_rules::{Dim, NumberPlan, Pack, RuleKind};
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, StringArray, StringBuilder, TimestampMillisecondBuilder,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use anning_detector::mask::mask_addr;
+use anning_detector::{Enricher, Registry};
+use anning_rules::{NumberPlan, Pack, RuleKind};
+use datafusion::arrow::array::{AsArray, StringArray};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::*;
 
 use crate::decode::{Reject, RejectReason};
-use crate::source::{self, Format, Input};
+use crate::source::{self, Input};
 
+mod mask;
 pub mod output;
 pub mod report;
+mod traffic;
 
-/// Rows per decoded batch.
-const ROWS: usize = 64 * 1024;
+pub use mask::mask_batch;
+pub use traffic::traffic_schema;
+use traffic::{Batches, looks_like_records};
 
 /// What went wrong, naming the table or file.
 #[derive(Debug, thiserror::Error)]
@@ -348,219 +348,6 @@ fn normalize(df: DataFrame, plan: &NumberPlan) -> Result<DataFrame, SqlError> {
     Ok(df.select(cols)?)
 }
 
-/// Whether a JSON Lines or CSV file holds signaling records (its first row has `type`).
-fn looks_like_records(path: &Path, csv: bool) -> std::io::Result<bool> {
-    let f = std::fs::File::open(path)?;
-    for line in BufReader::new(f).lines().take(50) {
-        let line = line?;
-        let t = line.trim();
-        if t.is_empty() {
-            continue;
-        }
-        if csv {
-            return Ok(t.split(',').any(|c| c.trim().trim_matches('"') == "type"));
-        }
-        // Not JSON at all: read it as records, so the decoder names the bad lines.
-        return Ok(serde_json::from_str::<serde_json::Value>(t)
-            .map(|v| v.get("type").is_some_and(|t| t.is_string()))
-            .unwrap_or(true));
-    }
-    Ok(true)
-}
-
-/// The text columns of decoded traffic: the contract's string fields, then the port.
-fn text_columns() -> impl Iterator<Item = (&'static str, Slot)> {
-    anning_detector::record::STRING_FIELDS.into_iter().chain([("port", Slot::Port)])
-}
-
-/// The schema of decoded traffic: the contract's fields, the signature as resolved (from
-/// `sig` or `【…】`), the port, and the registry's class of it.
-pub fn traffic_schema() -> SchemaRef {
-    let mut fields = vec![
-        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
-        Field::new("type", DataType::Utf8, false),
-    ];
-    fields.extend(text_columns().map(|(n, _)| Field::new(n, DataType::Utf8, true)));
-    fields.push(Field::new("status", DataType::Utf8, true));
-    fields.push(Field::new("answered", DataType::Boolean, true));
-    fields.push(Field::new("dur", DataType::Float64, true));
-    fields.push(Field::new("port_class", DataType::Utf8, false));
-    fields.push(Field::new("src_class", DataType::Utf8, false));
-    Arc::new(Schema::new(fields))
-}
-
-/// Decoded records into Arrow batches.
-struct Batches<'a> {
-    loaded: &'a mut Loaded,
-    progress: &'a mut dyn Progress,
-    ts: TimestampMillisecondBuilder,
-    kind: StringBuilder,
-    text: Vec<StringBuilder>,
-    status: StringBuilder,
-    answered: BooleanBuilder,
-    dur: Float64Builder,
-    port_class: StringBuilder,
-    src_class: StringBuilder,
-    rows: usize,
-    done: Vec<RecordBatch>,
-    error: Option<datafusion::arrow::error::ArrowError>,
-}
-
-impl<'a> Batches<'a> {
-    fn new(loaded: &'a mut Loaded, progress: &'a mut dyn Progress) -> Self {
-        Batches {
-            loaded,
-            progress,
-            ts: TimestampMillisecondBuilder::new().with_timezone("UTC"),
-            kind: StringBuilder::new(),
-            text: text_columns().map(|_| StringBuilder::new()).collect(),
-            status: StringBuilder::new(),
-            answered: BooleanBuilder::new(),
-            dur: Float64Builder::new(),
-            port_class: StringBuilder::new(),
-            src_class: StringBuilder::new(),
-            rows: 0,
-            done: Vec::new(),
-            error: None,
-        }
-    }
-
-    fn cut(&mut self) {
-        if self.rows == 0 {
-            return;
-        }
-        let mut cols: Vec<ArrayRef> = vec![Arc::new(self.ts.finish()), Arc::new(self.kind.finish())];
-        cols.extend(self.text.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-        cols.push(Arc::new(self.status.finish()));
-        cols.push(Arc::new(self.answered.finish()));
-        cols.push(Arc::new(self.dur.finish()));
-        cols.push(Arc::new(self.port_class.finish()));
-        cols.push(Arc::new(self.src_class.finish()));
-        match RecordBatch::try_new(traffic_schema(), cols) {
-            Ok(b) => self.done.push(b),
-            Err(e) => self.error = Some(e),
-        }
-        self.rows = 0;
-    }
-
-    fn finish(mut self) -> Result<Vec<RecordBatch>, SqlError> {
-        self.cut();
-        match self.error {
-            Some(e) => Err(e.into()),
-            None => Ok(self.done),
-        }
-    }
-}
-
-impl source::Sink for Batches<'_> {
-    fn record(&mut self, r: Record, _line: u64) {
-        self.ts.append_value(r.ts);
-        self.kind.append_value(r.kind.name());
-        for (b, (_, slot)) in self.text.iter_mut().zip(text_columns()) {
-            b.append_option(r.get(slot));
-        }
-        self.status.append_option(r.status.map(|s| s.name()));
-        self.answered.append_option(r.answered);
-        self.dur.append_option(r.dur);
-        self.port_class.append_value(r.port_class.name());
-        self.src_class.append_value(r.src_class.name());
-        self.loaded.records += 1;
-        self.rows += 1;
-        if self.rows >= ROWS {
-            self.cut();
-        }
-    }
-
-    fn reject(&mut self, r: Reject) {
-        *self.loaded.rejects.entry(r.reason).or_default() += 1;
-        if self.loaded.samples.len() < 5 {
-            self.loaded.samples.push(Reject { raw: None, ..r });
-        }
-    }
-
-    fn progress(&mut self, done: u64) {
-        self.progress.advance(done);
-    }
-}
-
-/// Columns that hold subscriber numbers: masked in output unless raw.
-const ADDRESS_COLUMNS: [&str; 4] = ["src", "dst", "caller", "subscriber"];
-
-/// Masks subscriber numbers in a result batch: address columns, `key` by its row's `dim`
-/// (or as an address when there is no `dim` column), and `record` (JSON) fields.
-pub fn mask_batch(b: &RecordBatch, plan: &NumberPlan) -> Result<RecordBatch, SqlError> {
-    let schema = b.schema();
-    let dims: Option<Vec<Option<String>>> = schema.index_of("dim").ok().and_then(|i| strings(b.column(i)));
-    let mut cols = Vec::with_capacity(b.num_columns());
-    for (i, f) in schema.fields().iter().enumerate() {
-        let c = b.column(i);
-        let name = f.name().as_str();
-        let values = if ADDRESS_COLUMNS.contains(&name) || name == "key" || name == "record" {
-            strings(c)
-        } else {
-            None
-        };
-        let Some(values) = values else {
-            cols.push(Arc::clone(c));
-            continue;
-        };
-        let masked: StringArray = values
-            .iter()
-            .enumerate()
-            .map(|(row, v)| {
-                v.as_deref().map(|s| match name {
-                    "key" => match dims.as_ref().and_then(|d| d[row].as_deref()).map(Dim::parse) {
-                        Some(Ok(dim)) => mask_key(&dim, s, plan),
-                        Some(Err(_)) => s.to_string(),
-                        None => mask_addr(s, plan),
-                    },
-                    "record" => mask_json(s, plan),
-                    _ => mask_addr(s, plan),
-                })
-            })
-            .collect();
-        let masked: ArrayRef = Arc::new(masked);
-        let masked = if c.data_type() == &DataType::Utf8 {
-            masked
-        } else {
-            datafusion::arrow::compute::cast(&masked, c.data_type())?
-        };
-        cols.push(masked);
-    }
-    Ok(RecordBatch::try_new(schema, cols)?)
-}
-
-fn strings(c: &ArrayRef) -> Option<Vec<Option<String>>> {
-    let own = |v: Option<&str>| v.map(str::to_string);
-    match c.data_type() {
-        DataType::Utf8 => Some(c.as_string::<i32>().iter().map(own).collect()),
-        DataType::LargeUtf8 => Some(c.as_string::<i64>().iter().map(own).collect()),
-        DataType::Utf8View => Some(c.as_string_view().iter().map(own).collect()),
-        DataType::Dictionary(_, v) if v.as_ref() == &DataType::Utf8 => {
-            let s = datafusion::arrow::compute::cast(c, &DataType::Utf8).ok()?;
-            Some(s.as_string::<i32>().iter().map(own).collect())
-        }
-        _ => None,
-    }
-}
-
-fn mask_json(s: &str, plan: &NumberPlan) -> String {
-    match serde_json::from_str::<serde_json::Value>(s) {
-        Ok(mut v) => {
-            if let Some(m) = v.as_object_mut() {
-                for f in ["src", "dst"] {
-                    if let Some(serde_json::Value::String(a)) = m.get(f) {
-                        let masked = mask_addr(a, plan);
-                        m.insert(f.into(), masked.into());
-                    }
-                }
-            }
-            v.to_string()
-        }
-        Err(_) => s.to_string(),
-    }
-}
-
 /// `NAME=PATH` of `--table`.
 pub fn parse_table(arg: &str) -> Result<(String, PathBuf), String> {
     let (name, path) = arg
@@ -574,11 +361,6 @@ pub fn parse_table(arg: &str) -> Result<(String, PathBuf), String> {
         ));
     }
     Ok((name.to_string(), PathBuf::from(path)))
-}
-
-/// The format a traffic path would be read in, for messages.
-pub fn format_of(path: &Path) -> Option<Format> {
-    Input::parse(&path.to_string_lossy()).ok().map(|i| i.format)
 }
 
 /// Registers actions (from an in-process replay) as table `name`, with the audit log's

@@ -385,7 +385,7 @@ mod with_sql {
             (None, Some(dir)) => {
                 desk.register("recorded", dir, &pack, &registry, &mut ()).context("table actions")?;
                 sql::taken_only(&desk, "recorded", "actions")?;
-                format!("from the audit log {}", dir.display())
+                format!("as recorded in the audit log {}", dir.display())
             }
             (None, None) => {
                 let spin = spinner(args.quiet, "replaying the traffic through the rules");

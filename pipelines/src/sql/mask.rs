@@ -38,8 +38,9 @@ pub fn mask_batch(b: &RecordBatch, plan: &NumberPlan) -> Result<RecordBatch, Sql
                 v.as_deref().map(|s| match name {
                     "key" => match dims.as_ref().and_then(|d| d[row].as_deref()).map(Dim::parse) {
                         Some(Ok(dim)) => mask_key(&dim, s, plan),
-                        Some(Err(_)) => s.to_string(),
-                        None => mask_addr(s, plan),
+                        // Not a dimension the pack knows (e.g. `complained`): mask it as
+                        // an address, to be safe.
+                        _ => mask_addr(s, plan),
                     },
                     "record" => mask_json(s, plan),
                     _ => mask_addr(s, plan),
@@ -85,5 +86,38 @@ fn mask_json(s: &str, plan: &NumberPlan) -> String {
             v.to_string()
         }
         Err(_) => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    #[test]
+    fn keys_are_masked_by_their_dim_and_unknown_dims_as_addresses() {
+        let plan = anning_rules::default_pack().number_plan;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("dim", DataType::Utf8, false),
+            Field::new("key", DataType::Utf8View, false),
+            Field::new("n", DataType::Utf8, false),
+        ]));
+        let dims = ["sig", "complained", "src", "sig+dst", "src"];
+        let keys = ["京东", "13800138000", "10690001234", "京东+13900139000", "13700000001"];
+        let b = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(dims.to_vec())),
+                Arc::new(datafusion::arrow::array::StringViewArray::from(keys.to_vec())),
+                Arc::new(StringArray::from(vec!["13800138000"; 5])),
+            ],
+        )
+        .unwrap();
+        let m = mask_batch(&b, &plan).unwrap();
+        assert_eq!(m.column(1).data_type(), &DataType::Utf8View, "types are kept");
+        let key = datafusion::arrow::compute::cast(m.column(1), &DataType::Utf8).unwrap();
+        let got: Vec<&str> = key.as_string::<i32>().iter().map(Option::unwrap).collect();
+        assert_eq!(got, ["京东", "138****8000", "10690001234", "京东+139****9000", "137****0001"]);
+        assert_eq!(m.column(2).as_string::<i32>().value(0), "13800138000", "other columns untouched");
     }
 }

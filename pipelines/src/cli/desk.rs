@@ -236,9 +236,7 @@ mod with_sql {
     fn spinner(quiet: bool, msg: &str) -> Option<indicatif::ProgressBar> {
         (!quiet && std::io::stderr().is_terminal()).then(|| {
             let s = indicatif::ProgressBar::new_spinner();
-            s.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("static template"),
-            );
+            s.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("static template"));
             s.set_message(msg.to_string());
             s.enable_steady_tick(std::time::Duration::from_millis(120));
             s

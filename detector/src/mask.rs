@@ -27,6 +27,18 @@ pub fn mask_addr(s: &str, plan: &NumberPlan) -> String {
     }
 }
 
+/// Masks the addresses (`src`, `dst`) of a record given as a JSON object, in place.
+pub fn mask_record_json(v: &mut serde_json::Value, plan: &NumberPlan) {
+    if let Some(m) = v.as_object_mut() {
+        for f in ["src", "dst"] {
+            if let Some(serde_json::Value::String(a)) = m.get(f) {
+                let masked = mask_addr(a, plan);
+                m.insert(f.into(), masked.into());
+            }
+        }
+    }
+}
+
 /// Masks the address parts of a (possibly compound) key of `dim`.
 pub fn mask_key(dim: &Dim, key: &str, plan: &NumberPlan) -> String {
     if !dim.parts.iter().any(|f| f.is_address()) {

@@ -94,11 +94,11 @@ impl Entry {
     }
 }
 
+/// Wall-clock time, ms since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `YYYY-MM-DD` of an event time (UTC).

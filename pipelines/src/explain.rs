@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anning_detector::mask::{mask_addr, mask_key};
+use anning_detector::mask::{mask_key, mask_record_json};
 use anning_detector::{Enricher, Record, Registry};
 use anning_rules::time::format_rfc3339;
 use anning_rules::{Dim, NumberPlan};
@@ -192,13 +192,8 @@ pub fn rule_table(source: &str, id: &str) -> Option<String> {
 }
 
 fn mask_record(mut v: Value, plan: &NumberPlan, raw: bool) -> Value {
-    if !raw && let Some(m) = v.as_object_mut() {
-        for f in ["src", "dst"] {
-            if let Some(Value::String(s)) = m.get(f) {
-                let masked = mask_addr(s, plan);
-                m.insert(f.into(), json!(masked));
-            }
-        }
+    if !raw {
+        mask_record_json(&mut v, plan);
     }
     v
 }

@@ -4,18 +4,15 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::audit::{self, Entry};
 use crate::explain::{self, Ask};
 use crate::runtime;
 
-/// `--at`: RFC 3339 or epoch ms.
+/// `--at`: RFC 3339 or epoch ms, as a record's `ts` is read.
 pub fn parse_time(s: &str) -> Result<i64, String> {
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(ms);
-    }
-    anning_rules::time::parse_rfc3339(s).map_err(|e| format!("{s:?}: {e}"))
+    anning_detector::record::parse_ts_text(s).map_err(|e| format!("{s:?}: {e}"))
 }
 
 #[derive(clap::Args, Debug)]
@@ -167,6 +164,9 @@ mod with_sql {
     use std::io::IsTerminal;
     use std::path::Path;
 
+    use anyhow::Context;
+
+    use super::super::Bar;
     use super::*;
     use crate::sql::output::{self, OutFormat};
     use crate::sql::{self, Desk, report};
@@ -203,34 +203,8 @@ mod with_sql {
         pub quiet: bool,
     }
 
-    struct Bar(Option<indicatif::ProgressBar>);
-
-    impl sql::Progress for Bar {
-        fn input(&mut self, name: &str, len: u64) {
-            if let Some(b) = &self.0 {
-                b.set_length(len.max(1));
-                b.set_position(0);
-                b.set_message(format!("reading {name}"));
-            }
-        }
-        fn advance(&mut self, done: u64) {
-            if let Some(b) = &self.0 {
-                b.set_position(done);
-            }
-        }
-    }
-
     fn bar(quiet: bool) -> Bar {
-        let show = !quiet && std::io::stderr().is_terminal();
-        Bar(show.then(|| {
-            let b = indicatif::ProgressBar::new(1);
-            b.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} ({eta})")
-                    .expect("static template")
-                    .progress_chars("=> "),
-            );
-            b
-        }))
+        Bar::bytes(quiet, "{spinner} reading {msg} [{bar:30}] {bytes}/{total_bytes} ({eta})")
     }
 
     fn spinner(quiet: bool, msg: &str) -> Option<indicatif::ProgressBar> {

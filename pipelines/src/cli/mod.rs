@@ -456,7 +456,23 @@ impl RejectSink for JsonlRejects {
     }
 }
 
+/// A byte progress bar on stderr (none when quiet or not a terminal).
 struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    fn bytes(quiet: bool, template: &str) -> Bar {
+        let show = !quiet && std::io::stderr().is_terminal();
+        Bar(show.then(|| {
+            let b = indicatif::ProgressBar::new(1);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(template)
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            b
+        }))
+    }
+}
 
 impl Progress for Bar {
     fn input(&mut self, name: &str, len: u64) {
@@ -503,16 +519,10 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
         )),
         None => None,
     };
-    let show = !args.quiet && std::io::stderr().is_terminal();
-    let mut bar = Bar(show.then(|| {
-        let b = indicatif::ProgressBar::new(1);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})")
-                .expect("static template")
-                .progress_chars("=> "),
-        );
-        b
-    }));
+    let mut bar = Bar::bytes(
+        args.quiet,
+        "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+    );
 
     let started = Instant::now();
     let threads = args.threads.max(1);

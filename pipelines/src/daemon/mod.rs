@@ -64,11 +64,7 @@ struct Meta {
     ingested_ms: i64,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use crate::audit::now_ms;
 
 type Batch = Arc<Vec<(Record, i64, u32)>>;
 

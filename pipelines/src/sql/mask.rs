@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use anning_detector::mask::{mask_addr, mask_key};
+use anning_detector::mask::{mask_addr, mask_key, mask_record_json};
 use anning_rules::{Dim, NumberPlan};
 use datafusion::arrow::array::{ArrayRef, AsArray, StringArray};
 use datafusion::arrow::datatypes::DataType;
@@ -75,14 +75,7 @@ fn strings(c: &ArrayRef) -> Option<Vec<Option<String>>> {
 fn mask_json(s: &str, plan: &NumberPlan) -> String {
     match serde_json::from_str::<serde_json::Value>(s) {
         Ok(mut v) => {
-            if let Some(m) = v.as_object_mut() {
-                for f in ["src", "dst"] {
-                    if let Some(serde_json::Value::String(a)) = m.get(f) {
-                        let masked = mask_addr(a, plan);
-                        m.insert(f.into(), masked.into());
-                    }
-                }
-            }
+            mask_record_json(&mut v, plan);
             v.to_string()
         }
         Err(_) => s.to_string(),

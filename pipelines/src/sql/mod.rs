@@ -28,10 +28,12 @@ use datafusion::arrow::array::{AsArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
+use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::{ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::*;
 
 use crate::decode::{Reject, RejectReason};
+use crate::runtime::Progress;
 use crate::source::{self, Input};
 
 mod mask;
@@ -81,14 +83,6 @@ pub struct Desk {
     pub band_lo: u64,
     plan: NumberPlan,
 }
-
-/// Progress of reading a traffic file (bytes).
-pub trait Progress {
-    fn input(&mut self, _name: &str, _len: u64) {}
-    fn advance(&mut self, _done: u64) {}
-}
-
-impl Progress for () {}
 
 impl Desk {
     pub fn new(pack: &Pack, threads: usize) -> Result<Desk, SqlError> {
@@ -172,7 +166,7 @@ impl Desk {
         } else if ext == "parquet" {
             loaded.how = "parquet";
             let df = self.block_on(self.ctx.read_parquet(&p, ParquetReadOptions::default()))?;
-            let df = normalize(df, &pack.number_plan)?;
+            let df = normalize(df, &self.ctx)?;
             self.ctx.register_table(name, df.into_view())?;
         } else if matches!(ext.as_str(), "jsonl" | "json" | "ndjson" | "csv") {
             let csv = ext == "csv";
@@ -194,7 +188,7 @@ impl Desk {
                 let dotted = format!(".{ext}");
                 let opts = JsonReadOptions::default().file_extension(&dotted);
                 let df = self.block_on(self.ctx.read_json(&p, opts))?;
-                let df = normalize(df, &pack.number_plan)?;
+                let df = normalize(df, &self.ctx)?;
                 self.ctx.register_table(name, df.into_view())?;
             }
         } else {
@@ -314,7 +308,7 @@ fn udfs(plan: &NumberPlan) -> Vec<ScalarUDF> {
 
 /// Makes a table read like decoded traffic: an integer `ts` (ms) becomes a timestamp, and a
 /// table of records with `src` but no `src_class` gets one from the pack's number plan.
-fn normalize(df: DataFrame, plan: &NumberPlan) -> Result<DataFrame, SqlError> {
+fn normalize(df: DataFrame, ctx: &SessionContext) -> Result<DataFrame, SqlError> {
     let schema = df.schema().clone();
     let int_ts = schema.field_with_unqualified_name("ts").is_ok_and(|f| f.data_type().is_integer());
     let has = |n: &str| schema.field_with_unqualified_name(n).is_ok();
@@ -323,6 +317,8 @@ fn normalize(df: DataFrame, plan: &NumberPlan) -> Result<DataFrame, SqlError> {
     if !int_ts && !add_class && !derive_sig {
         return Ok(df);
     }
+    // The session's own functions (registered in `Desk::new`).
+    let (signature, addr_class) = (ctx.udf("signature")?, ctx.udf("addr_class")?);
     let mut cols: Vec<Expr> = schema
         .fields()
         .iter()
@@ -331,18 +327,14 @@ fn normalize(df: DataFrame, plan: &NumberPlan) -> Result<DataFrame, SqlError> {
                 cast(col("ts"), DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))).alias("ts")
             } else if f.name() == "sig" && derive_sig {
                 // As the decoder does: the signature field, else the text's 【…】.
-                coalesce(vec![
-                    cast(ident("sig"), DataType::Utf8),
-                    udfs(plan).swap_remove(0).call(vec![ident("text")]),
-                ])
-                .alias("sig")
+                coalesce(vec![cast(ident("sig"), DataType::Utf8), signature.call(vec![ident("text")])]).alias("sig")
             } else {
                 ident(f.name())
             }
         })
         .collect();
     if add_class {
-        let class = udfs(plan).swap_remove(1).call(vec![ident("src")]);
+        let class = addr_class.call(vec![ident("src")]);
         cols.push(coalesce(vec![class, lit("other")]).alias("src_class"));
     }
     Ok(df.select(cols)?)

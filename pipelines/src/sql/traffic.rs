@@ -9,8 +9,9 @@ use datafusion::arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, StringB
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::{Loaded, Progress, SqlError};
+use super::{Loaded, SqlError};
 use crate::decode::Reject;
+use crate::runtime::Progress;
 use crate::source;
 
 /// Rows per decoded batch.

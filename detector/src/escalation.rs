@@ -6,7 +6,7 @@
 use anning_rules::{Escalation, Step};
 
 /// Offence level of one rule against one target.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ladder {
     /// Level of the last action this rule took against the target (0 = none).
     level: u32,
@@ -55,8 +55,9 @@ pub fn step_for(ladder: &[Step], level: u32, esc: &Escalation) -> Step {
 }
 
 /// The action a target is under, shared by every rule acting on it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Active {
+    #[serde(with = "step_serde")]
     pub step: Step,
     /// When it lapses.
     pub until: i64,
@@ -136,5 +137,44 @@ mod tests {
         assert!(a.covers(&slow, 50));
         assert!(!a.covers(&suspend, 50));
         assert!(!a.covers(&fast, 100), "a lapsed action covers nothing");
+    }
+}
+
+/// [`Step`] in snapshots: the action by name, so a snapshot does not depend on the rules
+/// crate's enum layout.
+mod step_serde {
+    use anning_rules::{ActionKind, Step};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
+
+    #[derive(Serialize, Deserialize)]
+    struct Wire<'a> {
+        action: &'a str,
+        rate: Option<f64>,
+        for_ms: i64,
+    }
+
+    pub fn serialize<S: Serializer>(step: &Step, s: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            action: step.action.name(),
+            rate: step.rate,
+            for_ms: step.for_ms,
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Step, D::Error> {
+        #[derive(Deserialize)]
+        struct Owned {
+            action: String,
+            rate: Option<f64>,
+            for_ms: i64,
+        }
+        let w = Owned::deserialize(d)?;
+        let action = ActionKind::from_name(&w.action).ok_or_else(|| D::Error::custom(format!("unknown action `{}`", w.action)))?;
+        Ok(Step {
+            action,
+            rate: w.rate,
+            for_ms: w.for_ms,
+        })
     }
 }

@@ -14,7 +14,7 @@ use crate::record::{Enricher, Record, Slot};
 
 /// A destination kept compactly: digits of up to 19 characters with no leading zero as a
 /// number, anything else as text.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Dst {
     Num(u64),
     Text(Box<str>),
@@ -39,8 +39,10 @@ impl Dst {
 /// Most ports whose last signature is remembered.
 const MAX_PORT_SIGS: usize = 1 << 20;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Joiner {
+    /// From the pack, not the snapshot ([`Joiner::restore`]).
+    #[serde(skip)]
     keep_ms: i64,
     /// xxh3(message id) → (port, destination) of recent port messages: the port as an index
     /// into `ports`, the destination as its digits' value (so a message costs no allocation).
@@ -115,6 +117,21 @@ impl Joiner {
             }
             _ => r,
         }
+    }
+
+    /// A joiner read back from a checkpoint, going on with `pack`'s join horizon.
+    pub fn with_pack(mut self, pack: &Pack) -> Self {
+        self.keep_ms = pack.dlr_join_ms;
+        self
+    }
+
+    /// Messages and ports remembered (for sizing checkpoints).
+    pub fn len(&self) -> usize {
+        self.messages.len() + self.port_sigs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn expire(&mut self, now: i64) {

@@ -23,7 +23,7 @@ pub struct NearLimitHit {
 }
 
 /// Per-key state of a `near_limit` rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NearLimit {
     /// Bins of the open windows; holds `w + lateness_bins + 1` bins.
     ring: BinRing,

@@ -51,6 +51,13 @@ impl Watermark {
     }
 }
 
+/// The part of [`Partitioned`] a checkpoint keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartitionedState {
+    pub max_ts: std::collections::BTreeMap<i32, i64>,
+    pub floor: i64,
+}
+
 /// Watermarks over several partitions read in any interleaving (the daemon): each
 /// partition's maximum event time, the watermark their minimum minus the lateness. With one
 /// partition it is exactly [`Watermark`].
@@ -123,6 +130,22 @@ impl Partitioned {
         self.idle.remove(&partition);
         self.floor = self.current();
         Verdict::Process { ts, wm: self.floor }
+    }
+
+    /// What a checkpoint keeps: each partition's maximum event time and the floor.
+    pub fn state(&self) -> PartitionedState {
+        PartitionedState {
+            max_ts: self.max_ts.clone(),
+            floor: self.floor,
+        }
+    }
+
+    /// Goes on from a checkpoint's state. Idleness is not kept: a partition counts as idle
+    /// again once the caller finds it caught up.
+    pub fn restore(&mut self, state: PartitionedState) {
+        self.max_ts = state.max_ts;
+        self.idle.clear();
+        self.floor = state.floor;
     }
 
     /// Forgets a partition (revoked): it no longer holds the watermark back.

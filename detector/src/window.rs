@@ -24,7 +24,7 @@ impl std::fmt::Display for WindowState {
 }
 
 /// A ring of per-bin counts with the running sum of the `w` bins ending at `head`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BinRing {
     /// Count per bin; bin `b` lives at `b mod len`. Holds bins `head - len + 1 ..= head`.
     bins: Box<[u32]>,
@@ -148,7 +148,7 @@ impl BinRing {
 }
 
 /// Sliding count of records.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SlidingCount {
     ring: BinRing,
 }
@@ -183,7 +183,7 @@ impl SlidingCount {
 ///
 /// Each value is counted in the bin where it was last seen, so the window's sum is the
 /// number of values seen inside it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SlidingDistinct {
     ring: BinRing,
     /// Value hash → latest bin it was seen in. Entries older than the ring are pruned.

@@ -14,6 +14,7 @@
 //! - [`cli`]: the `anning` commands.
 
 pub mod audit;
+pub mod checkpoint;
 pub mod cli;
 pub mod daemon;
 pub mod decode;

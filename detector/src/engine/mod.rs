@@ -16,6 +16,7 @@ use std::collections::{HashMap, VecDeque};
 
 use anning_rules::{ActionKind, Field, Filter, Pack, Rule, RuleKind, Step};
 use hashbrown::HashTable;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::action::{Action, action_id};
@@ -29,11 +30,13 @@ use anning_rules::duration::format_duration_ms as dur;
 mod explain;
 mod policy;
 mod reload;
+mod snapshot;
 
 use explain::{Hit, action, explain};
 pub use policy::Allowed;
 use policy::{Policy, allow_map};
 pub use reload::Reloaded;
+pub use snapshot::{Restored, ShardSnapshot, ShardState};
 
 /// Counters of one shard.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -55,7 +58,7 @@ pub struct EngineStats {
 }
 
 /// The state of one rule for one key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum Window {
     /// The rule has not matched a record of this key yet: nothing allocated. Most keys
     /// only ever meet a few of their dimension's rules.
@@ -78,7 +81,7 @@ enum Window {
 }
 
 /// An unsubscribe rule's state for one signature.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Unsubscribed {
     /// xxh3(subscriber) → when they unsubscribed (the first time within `remember`).
     since: hashbrown::HashMap<u64, i64>,
@@ -96,7 +99,7 @@ const RECENT_VIOLATIONS: usize = 5;
 /// Ladders of the targets a rule with `targets` acted on, keyed by `dim\0key`.
 type Acted = HashMap<Box<str>, (Ladder, Active)>;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct RuleSlot {
     window: Window,
     ladder: Ladder,

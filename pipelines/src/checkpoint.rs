@@ -491,7 +491,13 @@ mod tests {
         // Another topic: refused by the caller's check, named, and the previous one tried.
         fs::write(&newest, &good).unwrap();
         let l = store
-            .load(|m| if m.offsets[&0] == 5000 { Err("taken for topic other".into()) } else { Ok(()) })
+            .load(|m| {
+                if m.offsets[&0] == 5000 {
+                    Err("taken for topic other".into())
+                } else {
+                    Ok(())
+                }
+            })
             .unwrap();
         assert!(l.failures[0].to_string().contains("not for this daemon: taken for topic other"));
         assert_eq!(l.snapshot.unwrap().path, prev);

@@ -189,7 +189,7 @@ impl Daemon {
             .sum()
     }
 
-    fn wait_for(&self, limit: Duration, what: &str, ok: impl Fn(&Daemon) -> bool) {
+    pub(crate) fn wait_for(&self, limit: Duration, what: &str, ok: impl Fn(&Daemon) -> bool) {
         let t = Instant::now();
         while !ok(self) {
             if t.elapsed() > limit {
@@ -201,7 +201,7 @@ impl Daemon {
         }
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         assert!(
             Command::new("kill")
                 .args([sig, &self.child.id().to_string()])
@@ -209,6 +209,12 @@ impl Daemon {
                 .unwrap()
                 .success()
         );
+    }
+
+    /// SIGKILL (no shutdown of any kind), and the process reaped.
+    pub(crate) fn kill9(mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
     }
 
     /// SIGTERM, then the exit code.

@@ -4,6 +4,7 @@
 mod cli;
 mod daemon;
 mod daemon_audit;
+mod daemon_checkpoint;
 #[cfg(feature = "sql")]
 mod desk;
 mod determinism;

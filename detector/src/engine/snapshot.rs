@@ -18,9 +18,7 @@ use super::*;
 /// move between packs (compare [`reload`](super::reload)).
 pub(super) fn fingerprint(pack: &Pack, rule: &Rule) -> u64 {
     let kind = match &rule.kind {
-        RuleKind::Rate {
-            distinct, sequential, ..
-        } => format!("rate {distinct:?} {}", sequential.is_some()),
+        RuleKind::Rate { distinct, sequential, .. } => format!("rate {distinct:?} {}", sequential.is_some()),
         RuleKind::NearLimit { n, .. } => format!("near_limit {n} {}", pack.lateness_ms),
         RuleKind::Ratio { numerator, .. } => format!("ratio {numerator:?}"),
         RuleKind::Unsubscribe { .. } => "unsubscribe".into(),
@@ -59,9 +57,7 @@ struct EntryOut<'a> {
 impl Serialize for ShardSnapshot<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("ShardSnapshot", 1)?;
-        let dims: Vec<DimOut<'_>> = (0..self.engine.dims.len())
-            .map(|d| DimOut { engine: self.engine, d })
-            .collect();
+        let dims: Vec<DimOut<'_>> = (0..self.engine.dims.len()).map(|d| DimOut { engine: self.engine, d }).collect();
         st.serialize_field("dims", &dims)?;
         st.end()
     }

@@ -51,6 +51,12 @@ pub(super) fn daemon(args: DaemonArgs) -> Result<ExitCode> {
     if args.audit.is_some() {
         cfg.audit_dir = args.audit.clone();
     }
+    if args.checkpoint_dir.is_some() {
+        cfg.checkpoint_dir = args.checkpoint_dir.clone();
+    }
+    if let Some(ms) = args.checkpoint_interval {
+        cfg.checkpoint_interval_ms = ms;
+    }
     for p in &args.kafka {
         let (k, v) = split_prop(p)?;
         cfg.kafka.insert(k, v);

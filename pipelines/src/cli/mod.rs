@@ -129,6 +129,12 @@ pub struct DaemonArgs {
     /// The audit log directory (Parquet by day): every action produced and every release.
     #[arg(long, value_name = "DIR")]
     pub audit: Option<PathBuf>,
+    /// State checkpoints: restored on start, written every --checkpoint-interval and at shutdown.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Milliseconds between checkpoints (default 30000).
+    #[arg(long, value_name = "MS")]
+    pub checkpoint_interval: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]

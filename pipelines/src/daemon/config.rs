@@ -60,6 +60,13 @@ pub struct DaemonConfig {
     pub audit_retention_days: u32,
     /// How often buffered audit rows are written (ms); also at shutdown.
     pub audit_flush_ms: u64,
+    /// Where state snapshots go (see `checkpoint`). Off when unset: a restart rebuilds per
+    /// `rebuild`.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// How often a snapshot is taken (ms); also at shutdown.
+    pub checkpoint_interval_ms: u64,
+    /// Snapshots kept (at least 2: a corrupt newest one falls back to the one before).
+    pub checkpoint_keep: usize,
 }
 
 impl Default for DaemonConfig {
@@ -88,6 +95,9 @@ impl Default for DaemonConfig {
             audit_dir: None,
             audit_retention_days: crate::audit::DEFAULT_RETENTION_DAYS,
             audit_flush_ms: 10_000,
+            checkpoint_dir: None,
+            checkpoint_interval_ms: 30_000,
+            checkpoint_keep: 3,
         }
     }
 }
@@ -120,6 +130,7 @@ impl DaemonConfig {
     /// `ANNING_ACTIONS_TOPIC`, `ANNING_DLQ_TOPIC`, `ANNING_ADMIN`, `ANNING_THREADS`,
     /// `ANNING_RULES`, `ANNING_REGISTRY`, `ANNING_BATCH_MAX`, `ANNING_BATCH_MS`,
     /// `ANNING_AUDIT_DIR`, `ANNING_AUDIT_RETENTION_DAYS`, `ANNING_AUDIT_FLUSH_MS`,
+    /// `ANNING_CHECKPOINT_DIR`, `ANNING_CHECKPOINT_INTERVAL_MS`, `ANNING_CHECKPOINT_KEEP`,
     /// `ANNING_REBUILD`, and `ANNING_KAFKA_<PROPERTY>` for a librdkafka property with dots
     /// written as underscores (`ANNING_KAFKA_SECURITY_PROTOCOL=SASL_SSL`).
     pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), String> {
@@ -144,6 +155,9 @@ impl DaemonConfig {
                 "AUDIT_DIR" => self.audit_dir = Some(v.into()),
                 "AUDIT_RETENTION_DAYS" => self.audit_retention_days = num(&v)? as u32,
                 "AUDIT_FLUSH_MS" => self.audit_flush_ms = num(&v)?,
+                "CHECKPOINT_DIR" => self.checkpoint_dir = Some(v.into()),
+                "CHECKPOINT_INTERVAL_MS" => self.checkpoint_interval_ms = num(&v)?,
+                "CHECKPOINT_KEEP" => self.checkpoint_keep = num(&v)? as usize,
                 "REBUILD" => {
                     self.rebuild = match v.as_str() {
                         "earliest" => Rebuild::Earliest,
@@ -164,6 +178,9 @@ impl DaemonConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.threads == 0 || self.batch_max == 0 {
             return Err("threads and batch_max must be at least 1".into());
+        }
+        if self.checkpoint_dir.is_some() && self.checkpoint_interval_ms == 0 {
+            return Err("checkpoint_interval_ms must be at least 1".into());
         }
         if self.partitions < 1 {
             return Err("partitions must be at least 1".into());
@@ -212,6 +229,10 @@ mod tests {
         assert_eq!(
             (c.audit_dir, c.audit_retention_days, c.audit_flush_ms),
             (d.audit_dir, d.audit_retention_days, d.audit_flush_ms)
+        );
+        assert_eq!(
+            (c.checkpoint_dir, c.checkpoint_interval_ms, c.checkpoint_keep),
+            (d.checkpoint_dir, d.checkpoint_interval_ms, d.checkpoint_keep)
         );
     }
 }

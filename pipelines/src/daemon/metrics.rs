@@ -28,6 +28,18 @@ pub struct Metrics {
     pub releases: AtomicU64,
     pub audit_rows: AtomicU64,
     pub audit_failures: AtomicU64,
+    /// Checkpoints written, checkpoint writes that failed, and snapshots found unusable on
+    /// start (corrupt, truncated, another format or topic).
+    pub checkpoints: AtomicU64,
+    pub checkpoint_failures: AtomicU64,
+    pub checkpoint_load_failures: AtomicU64,
+    /// The last checkpoint: size, keys, and how long the shards were paused for it (ms).
+    pub checkpoint_bytes: AtomicU64,
+    pub checkpoint_keys: AtomicU64,
+    pub checkpoint_pause_ms: AtomicU64,
+    /// Keys restored from a snapshot at start, and how long reading it took (ms).
+    pub restored_keys: AtomicU64,
+    pub restore_ms: AtomicU64,
     /// Throttles and suspensions the allowlist held back, by rule.
     pub allowlisted: Mutex<BTreeMap<String, u64>>,
     /// Name and hash of the pack running.
@@ -67,6 +79,14 @@ impl Default for Metrics {
             releases: Default::default(),
             audit_rows: Default::default(),
             audit_failures: Default::default(),
+            checkpoints: Default::default(),
+            checkpoint_failures: Default::default(),
+            checkpoint_load_failures: Default::default(),
+            checkpoint_bytes: Default::default(),
+            checkpoint_keys: Default::default(),
+            checkpoint_pause_ms: Default::default(),
+            restored_keys: Default::default(),
+            restore_ms: Default::default(),
             allowlisted: Default::default(),
             pack: Default::default(),
             batches: Default::default(),
@@ -154,7 +174,18 @@ impl Metrics {
             family(&mut o, "anning_pack_info", "gauge", "The rule pack running: name and content hash.");
             let _ = writeln!(o, "anning_pack_info{{pack=\"{}\",hash=\"{hash}\"}} 1", escape(name));
         }
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 15] = [
+            ("anning_checkpoints_total", "State checkpoints written.", &self.checkpoints),
+            (
+                "anning_checkpoint_failures_total",
+                "Checkpoint writes that failed (the previous snapshot stays).",
+                &self.checkpoint_failures,
+            ),
+            (
+                "anning_checkpoint_load_failures_total",
+                "Snapshots found unusable at start (corrupt, truncated, another format, topic or group); the one before was tried.",
+                &self.checkpoint_load_failures,
+            ),
             ("anning_reloads_total", "Rule pack reloads that took effect.", &self.reloads),
             (
                 "anning_releases_total",
@@ -211,7 +242,38 @@ impl Metrics {
             "Event-time watermark, seconds since the epoch.",
         );
         let _ = writeln!(o, "anning_watermark_seconds {:.3}", self.watermark_ms.load(Relaxed) as f64 / 1000.0);
-        let gauges: [(&str, &str, i64); 4] = [
+        let seconds: [(&str, &str, &AtomicU64); 2] = [
+            (
+                "anning_checkpoint_pause_seconds",
+                "How long the shards paused for the last checkpoint.",
+                &self.checkpoint_pause_ms,
+            ),
+            (
+                "anning_restore_seconds",
+                "How long reading and restoring the snapshot took at start.",
+                &self.restore_ms,
+            ),
+        ];
+        for (name, help, v) in seconds {
+            family(&mut o, name, "gauge", help);
+            let _ = writeln!(o, "{name} {:.3}", v.load(Relaxed) as f64 / 1000.0);
+        }
+        let gauges: [(&str, &str, i64); 7] = [
+            (
+                "anning_checkpoint_bytes",
+                "Size of the last checkpoint.",
+                self.checkpoint_bytes.load(Relaxed) as i64,
+            ),
+            (
+                "anning_checkpoint_keys",
+                "Keys held in the last checkpoint.",
+                self.checkpoint_keys.load(Relaxed) as i64,
+            ),
+            (
+                "anning_restored_keys",
+                "Keys restored from a snapshot at start.",
+                self.restored_keys.load(Relaxed) as i64,
+            ),
             (
                 "anning_in_flight_messages",
                 "Messages produced and not yet acknowledged.",

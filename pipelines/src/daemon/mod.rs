@@ -14,13 +14,16 @@
 //!    re-delivers the batch: actions repeat with the same ids, nothing is lost.
 //!
 //! # State on start
-//! With `rebuild = "earliest"` (the default) a newly assigned partition is read from its
-//! beginning so windows and ladders are rebuilt; actions caused by records below the group's
-//! committed offset were acknowledged before and are not produced again. (Snapshots that
-//! avoid the re-read are the checkpoint issue's.) `/readyz` turns ready when every assigned
-//! partition has caught up with its committed offset.
+//! With `checkpoint_dir`, the newest usable snapshot is restored and each partition it covers
+//! is read from the snapshot's offset (see [`crate::checkpoint`]). Other partitions follow
+//! `rebuild`: with `"earliest"` (the default) a newly assigned partition is read from its
+//! beginning so windows and ladders are rebuilt. Either way, actions caused by records below
+//! the group's committed offset were acknowledged before and are not produced again.
+//! `/readyz` turns ready when every assigned partition has caught up with its committed
+//! offset.
 
 pub mod admin;
+mod checkpoints;
 pub mod config;
 pub mod metrics;
 mod release;
@@ -33,8 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anning_detector::watermark::Partitioned;
-use anning_detector::{Action, Engine, Enricher, Joiner, Record, RecordBuilder, Registry, Verdict};
+use anning_detector::{Action, Enricher, Record, RecordBuilder, Registry, Verdict};
 use anning_rules::Pack;
 use anyhow::{Context as _, Result, bail};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
@@ -79,6 +81,8 @@ enum Work {
         ts: i64,
         reason: String,
     },
+    /// Serialize the shard's state for a checkpoint.
+    Snapshot,
 }
 
 /// What shard workers answer: a batch's actions (with the record index that tipped each)
@@ -88,6 +92,12 @@ enum Done {
     Reloaded(anning_detector::Reloaded),
     /// The owner's `release` action (`None` from the others, or when nothing was in force).
     Released(Option<Action>),
+    /// A shard's serialized state and how many keys it holds.
+    Snapshot {
+        shard: usize,
+        part: Result<Vec<u8>, String>,
+        keys: u64,
+    },
 }
 
 /// A message to produce, kept until acknowledged.
@@ -131,9 +141,12 @@ impl ProducerContext for Delivery {
 /// beginning and remembers their committed offsets.
 struct Rebalancer {
     rebuild: Rebuild,
+    topic: String,
     metrics: Arc<Metrics>,
     /// Committed offset per assigned partition at assignment (0 when none).
     committed: Mutex<HashMap<i32, i64>>,
+    /// Where a restored snapshot's state ends, per partition: reading resumes there.
+    resume: BTreeMap<i32, i64>,
     assigned: Mutex<BTreeSet<i32>>,
     revoked: Mutex<Vec<i32>>,
 }
@@ -182,6 +195,11 @@ impl ConsumerContext for Rebalancer {
                 }
                 if self.rebuild == Rebuild::Earliest {
                     let _ = tpl.set_all_offsets(Offset::Beginning);
+                }
+                for (p, o) in &self.resume {
+                    if let Some(mut e) = tpl.find_partition(&self.topic, *p) {
+                        let _ = e.set_offset(Offset::Offset(*o));
+                    }
                 }
                 let r = if cooperative {
                     consumer.incremental_assign(tpl)
@@ -331,8 +349,19 @@ pub fn run(
         .create_with_context(Delivery { tx: dtx })
         .context("cannot create the Kafka producer")?;
 
+    // State from the newest usable snapshot, or fresh.
+    let threads = cfg.threads.max(1);
+    let checkpoints::Restored {
+        mut store,
+        engines,
+        mut joiner,
+        mut wm,
+        offsets: resume,
+    } = checkpoints::restore(cfg, &pack, threads, &metrics)?;
     let ctx = Rebalancer {
         rebuild: cfg.rebuild,
+        topic: cfg.input_topic.clone(),
+        resume: resume.clone(),
         metrics: Arc::clone(&metrics),
         committed: Mutex::new(HashMap::new()),
         assigned: Mutex::new(BTreeSet::new()),
@@ -359,16 +388,14 @@ pub fn run(
     consumer.subscribe(&[&cfg.input_topic]).context("cannot subscribe")?;
 
     // Shard workers: the same engine and sharding as replay.
-    let threads = cfg.threads.max(1);
     let (rtx, rrx) = bounded::<Done>(threads);
     let mut txs = Vec::new();
     let mut workers = Vec::new();
-    for shard in 0..threads {
+    for (shard, mut engine) in engines.into_iter().enumerate() {
         let (tx, rx) = bounded::<Work>(2);
         txs.push(tx);
-        let (pack, rtx) = (Arc::clone(&pack), rtx.clone());
+        let rtx = rtx.clone();
         workers.push(thread::Builder::new().name(format!("shard-{shard}")).spawn(move || {
-            let mut engine = Engine::new(pack, shard, threads);
             let mut buf = Vec::new();
             for work in rx {
                 let done = match work {
@@ -382,6 +409,11 @@ pub fn run(
                     }
                     Work::Reload(p) => Done::Reloaded(engine.reload(p)),
                     Work::Release { dim, key, ts, reason } => Done::Released(engine.release(&dim, &key, ts, &reason)),
+                    Work::Snapshot => Done::Snapshot {
+                        shard,
+                        part: crate::checkpoint::encode_part(&engine.snapshot()).map_err(|e| e.to_string()),
+                        keys: engine.stats().keys,
+                    },
                 };
                 if rtx.send(done).is_err() {
                     return;
@@ -391,13 +423,11 @@ pub fn run(
     }
     drop(rtx);
 
-    let mut joiner = Joiner::new(&pack);
-    let mut wm = Partitioned::new(pack.lateness_ms, pack.late_policy);
     let mut builder = RecordBuilder::default();
     let mut caught_up: BTreeSet<i32> = BTreeSet::new();
     let mut known: BTreeSet<i32> = BTreeSet::new();
     // Next offset to handle per partition, over this process's life.
-    let mut done: HashMap<i32, i64> = HashMap::new();
+    let mut done: HashMap<i32, i64> = resume.into_iter().collect();
     let mut audit = match &cfg.audit_dir {
         Some(dir) => {
             let mut w = crate::audit::Writer::open(dir, "daemon", cfg.audit_retention_days)?;
@@ -407,6 +437,10 @@ pub fn run(
         None => None,
     };
     let mut audit_flushed = Instant::now();
+    let mut checkpointed = Instant::now();
+    // The offsets the last snapshot covered: an idle daemon writes no new ones.
+    let mut snapshotted = done.clone();
+    let mut dirty = false;
     tracing::info!(brokers = %cfg.brokers, group = %cfg.group, topic = %cfg.input_topic, "daemon started");
 
     while !stop.load(Ordering::Relaxed) {
@@ -414,6 +448,7 @@ pub fn run(
         let asked: Vec<ReloadRequest> = reload.requests.try_iter().collect();
         if reload.signal.swap(false, Ordering::Relaxed) || !asked.is_empty() {
             let answer = reload_pack(cfg, &mut pack, &txs, &rrx, threads, &metrics);
+            dirty = true;
             for a in asked {
                 let _ = a.send(answer.clone());
             }
@@ -436,6 +471,8 @@ pub fn run(
             threads,
         };
         let answers = release::take(&reload.releases, wm.current().max(0), &shards, &metrics, &mut outs, &mut audited);
+        // State changed without new offsets: the next checkpoint must not be skipped.
+        dirty |= !answers.is_empty();
         let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
         let started = Instant::now();
         while records.len() + outs.len() < cfg.batch_max && started.elapsed() < Duration::from_millis(cfg.batch_ms) {
@@ -529,8 +566,8 @@ pub fn run(
                             *metrics.allowlisted.lock().expect("lock").entry(a.rule).or_default() += 1;
                         }
                     }
-                    Done::Reloaded(_) | Done::Released(_) => {
-                        unreachable!("reloads and releases are answered where they are sent")
+                    Done::Reloaded(_) | Done::Released(_) | Done::Snapshot { .. } => {
+                        unreachable!("reloads, releases and snapshots are answered where they are sent")
                     }
                 }
             }
@@ -562,7 +599,9 @@ pub fn run(
             for e in audited {
                 w.push(e);
             }
-            if w.pending() > 0 && audit_flushed.elapsed() >= Duration::from_millis(cfg.audit_flush_ms) {
+            // With checkpoints the rows are written with each snapshot instead, so the audit
+            // log holds exactly the actions of the records the snapshot covers.
+            if store.is_none() && w.pending() > 0 && audit_flushed.elapsed() >= Duration::from_millis(cfg.audit_flush_ms) {
                 release::flush_audit(w, &metrics);
                 audit_flushed = Instant::now();
             }
@@ -585,10 +624,31 @@ pub fn run(
             );
         }
 
+        // 5. A checkpoint, when due: the state now covers exactly the records below `done`.
+        if let Some(st) = &mut store
+            && checkpointed.elapsed() >= Duration::from_millis(cfg.checkpoint_interval_ms)
+            && (done != snapshotted || dirty)
+        {
+            snapshotted = done.clone();
+            dirty = false;
+            if let Some(w) = &mut audit {
+                release::flush_audit(w, &metrics);
+            }
+            let shards = release::Shards {
+                txs: &txs,
+                rrx: &rrx,
+                threads,
+            };
+            checkpoints::take(st, cfg, &pack, &shards, &joiner, &wm, &done, &metrics)?;
+            checkpointed = Instant::now();
+        }
+
         // Readiness and lag.
+        // A partition has caught up once this process's state covers its committed offset
+        // (records read again, or a snapshot that reaches it).
         let committed = consumer.context().committed.lock().expect("lock").clone();
-        for (p, o) in &next_offsets {
-            if *o >= committed.get(p).copied().unwrap_or(0) {
+        for (p, c) in &committed {
+            if done.get(p).is_some_and(|o| o >= c) {
                 caught_up.insert(*p);
             }
         }
@@ -607,6 +667,17 @@ pub fn run(
     }
 
     tracing::info!("stopping: flushing and committing");
+    if let Some(st) = &mut store {
+        if let Some(w) = &mut audit {
+            release::flush_audit(w, &metrics);
+        }
+        let shards = release::Shards {
+            txs: &txs,
+            rrx: &rrx,
+            threads,
+        };
+        checkpoints::take(st, cfg, &pack, &shards, &joiner, &wm, &done, &metrics)?;
+    }
     drop(txs);
     for w in workers {
         let _ = w.join();

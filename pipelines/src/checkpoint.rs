@@ -53,6 +53,10 @@ pub struct Meta<J> {
     pub joiner: J,
     /// Keys in the parts (for metrics and reports).
     pub keys: u64,
+    /// Scale-out tasks of a dimension: per upstream input partition, the last offset of its
+    /// records processed here, the progress it announced, and whether it said it was idle
+    /// (see `daemon::group`).
+    pub merge: BTreeMap<i32, (i64, i64, bool)>,
 }
 
 /// A snapshot read back whole.
@@ -249,7 +253,7 @@ impl Store {
             };
             v.push((seq, e.path()));
         }
-        v.sort_by(|a, b| b.0.cmp(&a.0));
+        v.sort_by_key(|b| std::cmp::Reverse(b.0));
         Ok(v)
     }
 
@@ -363,6 +367,7 @@ mod tests {
                 watermark: self.wm.state(),
                 joiner: &self.joiner,
                 keys: self.engines.iter().map(|e| e.stats().keys).sum(),
+                merge: BTreeMap::new(),
             };
             store.save(&meta, &parts).unwrap().0
         }

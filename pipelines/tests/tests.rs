@@ -5,6 +5,7 @@ mod cli;
 mod daemon;
 mod daemon_audit;
 mod daemon_checkpoint;
+mod daemon_group;
 #[cfg(feature = "sql")]
 mod desk;
 mod determinism;

@@ -143,6 +143,11 @@ pub struct Engine {
     scratch: String,
     stats: EngineStats,
     policy: Policy,
+    /// Only this dimension's rules (by name), when set: a scale-out task owns one
+    /// dimension's keys of one repartition partition.
+    only: Option<String>,
+    /// The index of `only` in the pack's dims (`usize::MAX` when the pack has no such dim).
+    only_d: usize,
 }
 
 /// The hash seed of a dimension: from its name, so a key keeps its hash (and its shard)
@@ -223,7 +228,36 @@ impl Engine {
                 allow,
                 ..Default::default()
             },
+            only: None,
+            only_d: usize::MAX,
         }
+    }
+
+    /// An engine that runs only the rules of the dimension named `dim` (kept across reloads).
+    pub fn only(mut self, dim: &str) -> Self {
+        self.only = Some(dim.to_string());
+        self.only_d = self.pack.dims.iter().position(|x| x.name() == dim).unwrap_or(usize::MAX);
+        self
+    }
+
+    /// The dimensions a record is keyed under by rules that look at it: (dim index, key,
+    /// key hash), the key's parts joined by `+`. What the scale-out router re-keys by.
+    pub fn keys_of(pack: &Pack, rec: &Record) -> Vec<(usize, String, u64)> {
+        let mut out = Vec::new();
+        'dims: for (d, dim) in pack.dims.iter().enumerate() {
+            if !pack.rules.iter().any(|r| r.dim == d && wants(r, rec)) {
+                continue;
+            }
+            let mut parts: Vec<&str> = Vec::with_capacity(dim.parts.len());
+            for f in &dim.parts {
+                match rec.field(*f) {
+                    Some(v) if !v.is_empty() => parts.push(v),
+                    _ => continue 'dims,
+                }
+            }
+            out.push((d, parts.join("+"), key_hash(dim_seed(dim), &parts)));
+        }
+        out
     }
 
     pub fn pack(&self) -> &Pack {
@@ -241,6 +275,9 @@ impl Engine {
     pub fn process(&mut self, rec: &Record, wm: i64, out: &mut Vec<Action>) {
         let pack = Arc::clone(&self.pack);
         for d in 0..self.dims.len() {
+            if self.only.is_some() && d != self.only_d {
+                continue;
+            }
             self.process_dim(&pack, d, rec, wm, out);
             if wm >= self.dims[d].next_sweep {
                 self.sweep(&pack, d, wm);

@@ -95,6 +95,9 @@ impl Engine {
             }
         }
         self.dims = dims;
+        if let Some(o) = &self.only {
+            self.only_d = pack.dims.iter().position(|x| x.name() == *o).unwrap_or(usize::MAX);
+        }
         self.policy = Policy {
             allow: allow_map(&pack),
             ..Default::default()

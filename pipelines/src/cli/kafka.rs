@@ -57,6 +57,12 @@ pub(super) fn daemon(args: DaemonArgs) -> Result<ExitCode> {
     if let Some(ms) = args.checkpoint_interval {
         cfg.checkpoint_interval_ms = ms;
     }
+    if args.repartition {
+        cfg.repartition = true;
+    }
+    if let Some(p) = &args.repartition_prefix {
+        cfg.repartition_prefix = p.clone();
+    }
     for p in &args.kafka {
         let (k, v) = split_prop(p)?;
         cfg.kafka.insert(k, v);
@@ -100,7 +106,11 @@ pub(super) fn daemon(args: DaemonArgs) -> Result<ExitCode> {
         requests: reload_rx,
         releases: release_rx,
     };
-    daemon::run(&cfg, pack, &registry, metrics, stop, reload)?;
+    if cfg.repartition {
+        daemon::group::run(&cfg, pack, &registry, metrics, stop, reload)?;
+    } else {
+        daemon::run(&cfg, pack, &registry, metrics, stop, reload)?;
+    }
     tracing::info!("stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }
@@ -119,6 +129,16 @@ pub(super) fn produce(args: ProduceArgs) -> Result<ExitCode> {
         crate::daemon::create_topics(&conf, &[(&args.topic, n)])?;
     }
     let producer: ThreadedProducer<DefaultProducerContext> = conf.create().context("cannot create the Kafka producer")?;
+    let partitions = {
+        use rdkafka::consumer::Consumer as _;
+        let probe: rdkafka::consumer::BaseConsumer = conf.create().context("cannot create a Kafka client")?;
+        probe
+            .fetch_metadata(Some(&args.topic), std::time::Duration::from_secs(30))
+            .ok()
+            .and_then(|m| m.topics().first().map(|t| t.partitions().len() as i32))
+            .filter(|n| *n > 0)
+    };
+    let mut placer = Placer::default();
     let inputs = if args.inputs.is_empty() {
         vec!["-".to_string()]
     } else {
@@ -145,13 +165,17 @@ pub(super) fn produce(args: ProduceArgs) -> Result<ExitCode> {
                 continue;
             }
             // The key: the named field's string value, when the line has one.
-            let key = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(msg)
-                .ok()
-                .and_then(|m| m.get(&args.key).and_then(|v| v.as_str().map(str::to_string)));
+            let fields = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(msg).ok();
+            let get = |name: &str| fields.as_ref().and_then(|m| m.get(name).and_then(|v| v.as_str()));
+            let key = get(&args.key).map(str::to_string);
+            let partition = partitions.map(|parts| placer.place(parts, key.as_deref(), get("id"), get("ref"), n));
             loop {
                 let mut rec = BaseRecord::<str, str>::to(&args.topic).payload(msg);
                 if let Some(k) = &key {
                     rec = rec.key(k.as_str());
+                }
+                if let Some(p) = partition {
+                    rec = rec.partition(p);
                 }
                 match producer.send(rec) {
                     Ok(()) => break,
@@ -180,6 +204,41 @@ pub(super) fn produce(args: ProduceArgs) -> Result<ExitCode> {
         n as f64 / secs
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where `anning produce` puts each record: a keyed record by its key's hash; one without a
+/// key but with a `ref` (a delivery report) where the message it refers to went, so the
+/// daemon's input-order joins find them together in any partitioning; anything else by its
+/// line number. The same file always lands the same way.
+#[derive(Default)]
+struct Placer {
+    by_id: std::collections::HashMap<String, i32>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Placer {
+    /// Message ids remembered for delivery reports.
+    const KEEP: usize = 1 << 20;
+
+    fn place(&mut self, parts: i32, key: Option<&str>, id: Option<&str>, refers: Option<&str>, line: u64) -> i32 {
+        let parts = parts.max(1) as u64;
+        let p = match (key, refers.and_then(|r| self.by_id.get(r).copied())) {
+            (Some(k), _) => (xxhash_rust::xxh3::xxh3_64(k.as_bytes()) % parts) as i32,
+            (None, Some(p)) => p,
+            (None, None) => (line % parts) as i32,
+        };
+        if let Some(id) = id
+            && self.by_id.insert(id.to_string(), p).is_none()
+        {
+            self.order.push_back(id.to_string());
+            if self.order.len() > Self::KEEP
+                && let Some(old) = self.order.pop_front()
+            {
+                self.by_id.remove(&old);
+            }
+        }
+        p
+    }
 }
 
 pub(super) fn tail(args: TailArgs) -> Result<ExitCode> {

@@ -135,6 +135,13 @@ pub struct DaemonArgs {
     /// Milliseconds between checkpoints (default 30000).
     #[arg(long, value_name = "MS")]
     pub checkpoint_interval: Option<u64>,
+    /// Scale-out: several daemons in one group split the partitions; records are re-keyed
+    /// through PREFIX.DIM topics (see `--repartition-prefix`).
+    #[arg(long)]
+    pub repartition: bool,
+    /// Prefix of the internal re-keying topics (default anning.repartition).
+    #[arg(long, value_name = "PREFIX")]
+    pub repartition_prefix: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -149,7 +156,8 @@ pub struct ProduceArgs {
     #[arg(long, value_name = "N")]
     pub rate: Option<u64>,
     /// Message key: the value of this record field (default src), so one sender's records
-    /// stay in one partition and in order.
+    /// stay in one partition and in order. The partition is the key's hash; a record without
+    /// the field but with a `ref` (a delivery report) goes where its message went.
     #[arg(long, value_name = "FIELD", default_value = "src")]
     pub key: String,
     /// A librdkafka property, e.g. -X linger.ms=20.

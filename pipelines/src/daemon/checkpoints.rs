@@ -156,6 +156,7 @@ pub(super) fn take(
         watermark: wm.state(),
         joiner,
         keys,
+        merge: BTreeMap::new(),
     };
     match store.save(&meta, &parts) {
         Ok((path, bytes)) => {

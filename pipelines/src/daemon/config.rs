@@ -67,6 +67,15 @@ pub struct DaemonConfig {
     pub checkpoint_interval_ms: u64,
     /// Snapshots kept (at least 2: a corrupt newest one falls back to the one before).
     pub checkpoint_keep: usize,
+    /// Scale-out: re-key records through `{repartition_prefix}.{dim}` topics so several
+    /// daemons in one group split the work with the same actions as one (see `group`).
+    pub repartition: bool,
+    pub repartition_prefix: String,
+    /// Partitions of each repartition topic (0: as many as the input topic has).
+    pub repartition_partitions: i32,
+    /// With `repartition`: how long (ms) an input partition must be caught up and silent
+    /// before the merges stop waiting for it.
+    pub idle_ms: u64,
 }
 
 impl Default for DaemonConfig {
@@ -98,6 +107,10 @@ impl Default for DaemonConfig {
             checkpoint_dir: None,
             checkpoint_interval_ms: 30_000,
             checkpoint_keep: 3,
+            repartition: false,
+            repartition_prefix: "anning.repartition".into(),
+            repartition_partitions: 0,
+            idle_ms: 3_000,
         }
     }
 }
@@ -131,6 +144,8 @@ impl DaemonConfig {
     /// `ANNING_RULES`, `ANNING_REGISTRY`, `ANNING_BATCH_MAX`, `ANNING_BATCH_MS`,
     /// `ANNING_AUDIT_DIR`, `ANNING_AUDIT_RETENTION_DAYS`, `ANNING_AUDIT_FLUSH_MS`,
     /// `ANNING_CHECKPOINT_DIR`, `ANNING_CHECKPOINT_INTERVAL_MS`, `ANNING_CHECKPOINT_KEEP`,
+    /// `ANNING_REPARTITION`, `ANNING_REPARTITION_PREFIX`, `ANNING_REPARTITION_PARTITIONS`,
+    /// `ANNING_IDLE_MS`,
     /// `ANNING_REBUILD`, and `ANNING_KAFKA_<PROPERTY>` for a librdkafka property with dots
     /// written as underscores (`ANNING_KAFKA_SECURITY_PROTOCOL=SASL_SSL`).
     pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), String> {
@@ -158,6 +173,16 @@ impl DaemonConfig {
                 "CHECKPOINT_DIR" => self.checkpoint_dir = Some(v.into()),
                 "CHECKPOINT_INTERVAL_MS" => self.checkpoint_interval_ms = num(&v)?,
                 "CHECKPOINT_KEEP" => self.checkpoint_keep = num(&v)? as usize,
+                "REPARTITION" => {
+                    self.repartition = match v.as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => return Err(format!("{k}: `{v}` is not true or false")),
+                    }
+                }
+                "REPARTITION_PREFIX" => self.repartition_prefix = v,
+                "REPARTITION_PARTITIONS" => self.repartition_partitions = num(&v)? as i32,
+                "IDLE_MS" => self.idle_ms = num(&v)?,
                 "REBUILD" => {
                     self.rebuild = match v.as_str() {
                         "earliest" => Rebuild::Earliest,

@@ -25,6 +25,8 @@
 pub mod admin;
 mod checkpoints;
 pub mod config;
+pub mod group;
+mod merge;
 pub mod metrics;
 mod release;
 mod reload;
@@ -110,12 +112,14 @@ struct Out {
     action: Option<(String, &'static str, i64, i64)>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Topic {
     Actions,
     /// Would-be actions of rules in shadow mode.
     Shadow,
     Dlq,
+    /// An internal topic (scale-out), at a partition when given.
+    Named(Arc<str>, Option<i32>),
 }
 
 /// Receives delivery reports on the producer's thread and hands them to the main loop.
@@ -427,6 +431,8 @@ pub fn run(
     let mut caught_up: BTreeSet<i32> = BTreeSet::new();
     let mut known: BTreeSet<i32> = BTreeSet::new();
     // Next offset to handle per partition, over this process's life.
+    // Where the restored snapshot ended (its audit rows were written up to there).
+    let resumed = resume.clone();
     let mut done: HashMap<i32, i64> = resume.into_iter().collect();
     let mut audit = match &cfg.audit_dir {
         Some(dir) => {
@@ -578,6 +584,11 @@ pub fn run(
                 let meta = &metas[*idx as usize];
                 if meta.offset < committed.get(&meta.partition).copied().unwrap_or(0) {
                     metrics.actions_suppressed.fetch_add(1, Relaxed);
+                    // Read again past the restored snapshot: produced before, but its audit
+                    // row (written with snapshots) was not.
+                    if audit.is_some() && resumed.get(&meta.partition).is_some_and(|r| meta.offset >= *r) {
+                        audited.push(crate::audit::Entry::from_action(a, "daemon", None));
+                    }
                     continue;
                 }
                 let event_ts = batch[*idx as usize].0.ts;
@@ -713,10 +724,11 @@ fn deliver(
 ) -> Result<()> {
     let send = |i: usize| loop {
         let o = &outs[i];
-        let topic = match o.topic {
-            Topic::Actions => &cfg.actions_topic,
-            Topic::Shadow => &cfg.shadow_topic,
-            Topic::Dlq => &cfg.dlq_topic,
+        let (topic, partition) = match &o.topic {
+            Topic::Actions => (&*cfg.actions_topic, None),
+            Topic::Shadow => (&*cfg.shadow_topic, None),
+            Topic::Dlq => (&*cfg.dlq_topic, None),
+            Topic::Named(t, p) => (&**t, *p),
         };
         let mut headers = OwnedHeaders::new();
         for (k, v) in &o.headers {
@@ -725,6 +737,9 @@ fn deliver(
         let mut rec = BaseRecord::with_opaque_to(topic, i).key(&o.key[..]).payload(&o.payload[..]);
         if o.headers.iter().len() > 0 {
             rec = rec.headers(headers);
+        }
+        if let Some(p) = partition {
+            rec = rec.partition(p);
         }
         match producer.send(rec) {
             Ok(()) => {
@@ -767,9 +782,10 @@ fn deliver(
                         let now = now_ms();
                         metrics.record_latency(now - event_ts, now - ingested_ms);
                     }
-                    None => {
+                    None if matches!(o.topic, Topic::Dlq) => {
                         metrics.dead_letters.fetch_add(1, Relaxed);
                     }
+                    None => {}
                 }
             }
             Err(e) => {

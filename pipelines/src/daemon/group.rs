@@ -1,0 +1,871 @@
+//! Scale-out (`repartition = true`): several daemons in one consumer group split the work,
+//! and any number of them give the same actions as one.
+//!
+//! # Tasks
+//! The group consumes the input topic and one internal topic per dimension of the pack,
+//! `PREFIX.DIM` (`anning.repartition.sig-dst` for `sig+dst`). Kafka's group protocol gives
+//! each daemon some of their partitions; each partition is a task with its own state.
+//! - **Input task** (input partition `p`): decodes, joins (delivery reports to their
+//!   messages, replies to their port's signature) and judges lateness with `p`'s own
+//!   watermark, then re-keys each record: for every dimension a rule keys it by, the record
+//!   goes to partition `shard_of(hash(key), Q)` of that dimension's topic, with its origin
+//!   (`p`, offset) and `R` = the largest event time `p` has carried so far. After each batch
+//!   it announces its progress (`R`, and whether `p` is caught up) to every partition.
+//! - **Dimension task** (partition `q` of `PREFIX.DIM`): holds the keys of that dimension
+//!   that hash to `q`. It merges what the input tasks sent in the order (`R`, `p`, offset),
+//!   releasing a record once every input partition has sent one that sorts after it or
+//!   announced that it will, and runs it with watermark `R − lateness`.
+//!
+//! # Why the actions are the same for any number of daemons
+//! Each input partition's sequence is fixed by Kafka, so `R`, lateness and joins are too;
+//! the merge order is a function of those sequences alone, and each record's watermark is its
+//! own `R − lateness`. A key's state therefore sees the same records, in the same order, with
+//! the same watermarks, whichever daemon holds it — and with one input partition this is
+//! exactly replay. Repeated deliveries after a failover are recognised by origin offset.
+//! An input partition that has been caught up and silent for `idle_ms` stops holding the
+//! merge back; if it delivers again, its records join the merge where they arrive (the one
+//! case where timing can matter: a partition silent that long while others carry traffic).
+//!
+//! # State on assignment and revocation
+//! With `checkpoint_dir` each task snapshots into `DIR/TASK/` every
+//! `checkpoint_interval_ms`, and at revocation, before the partition moves: the next owner
+//! restores it and reads only the tail. The directory must be shared by the group's
+//! daemons (one host, or a shared volume). Without a snapshot a task rebuilds from its
+//! partition's beginning; actions (and re-keyed records) of offsets below the committed one
+//! were delivered before and are not produced again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anning_detector::engine::shard_of;
+use anning_detector::watermark::Partitioned;
+use anning_detector::{Action, Engine, Enricher, Joiner, Record, RecordBuilder, Registry, Verdict};
+use anning_rules::Pack;
+use anyhow::{Context as _, Result, bail};
+use crossbeam_channel::unbounded;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::Headers;
+use rdkafka::producer::ThreadedProducer;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::merge::{Merge, Pending};
+use super::{DaemonConfig, Delivery, Metrics, Out, Reload, Topic, action_out, client_config, create_topics, decode, deliver, now_ms};
+use crate::checkpoint::{Meta, Store};
+use crate::decode::RejectReason;
+
+/// The internal topic of a dimension.
+pub fn topic_of(prefix: &str, dim: &str) -> String {
+    format!("{prefix}.{}", dim.replace('+', "-"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum TaskId {
+    Input(i32),
+    /// (index into `Names::dims`, partition)
+    Dim(usize, i32),
+}
+
+struct Names {
+    input: String,
+    /// (dimension name, its topic)
+    dims: Vec<(String, String)>,
+}
+
+impl Names {
+    fn task(&self, topic: &str, p: i32) -> Option<TaskId> {
+        if topic == self.input {
+            return Some(TaskId::Input(p));
+        }
+        self.dims.iter().position(|(_, t)| t == topic).map(|i| TaskId::Dim(i, p))
+    }
+
+    fn topic(&self, t: TaskId) -> &str {
+        match t {
+            TaskId::Input(_) => &self.input,
+            TaskId::Dim(i, _) => &self.dims[i].1,
+        }
+    }
+
+    fn dir(&self, t: TaskId) -> String {
+        match t {
+            TaskId::Input(p) => format!("input-{p}"),
+            TaskId::Dim(i, q) => format!("{}-{q}", self.dims[i].0.replace('+', "-")),
+        }
+    }
+}
+
+struct InputTask {
+    joiner: Joiner,
+    wm: Partitioned,
+    /// Next offset to handle.
+    next: i64,
+    /// Progress last announced (R, idle), to announce only changes.
+    announced: Option<(i64, bool)>,
+    /// When the partition last delivered (wall clock): idle only after `idle_ms` of silence.
+    last_fed: Instant,
+}
+
+struct DimTask {
+    engine: Engine,
+    merge: Merge<Record>,
+    /// Next offset of the dimension partition to read.
+    next: i64,
+}
+
+enum Task {
+    Input(Box<InputTask>),
+    Dim(Box<DimTask>),
+}
+
+struct Shared {
+    tasks: BTreeMap<TaskId, Task>,
+    /// Committed offset of each task's partition when it was assigned.
+    committed: HashMap<TaskId, i64>,
+    /// Bumped whenever a task is (re)created: gathered messages of an older one are dropped.
+    generation: HashMap<TaskId, u64>,
+    gen_counter: u64,
+    /// Lag per input partition (librdkafka statistics).
+    lag: HashMap<i32, i64>,
+}
+
+struct Ctx {
+    names: Names,
+    pack: Mutex<Arc<Pack>>,
+    upstreams: usize,
+    store_dir: Option<PathBuf>,
+    keep: usize,
+    group: String,
+    metrics: Arc<Metrics>,
+    shared: Mutex<Shared>,
+}
+
+impl Ctx {
+    fn store(&self, t: TaskId) -> Option<Store> {
+        let dir = self.store_dir.as_ref()?.join(self.names.dir(t));
+        match Store::open(&dir, self.keep) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!("cannot open the checkpoint directory {}: {e}", dir.display());
+                None
+            }
+        }
+    }
+
+    /// A task for a newly assigned partition: from its newest usable snapshot, or fresh.
+    /// Returns the task and where to start reading (`None`: from the beginning).
+    fn open_task(&self, t: TaskId) -> (Task, Option<i64>) {
+        let pack = Arc::clone(&self.pack.lock().expect("lock"));
+        let fresh = || match t {
+            TaskId::Input(_) => Task::Input(Box::new(InputTask {
+                joiner: Joiner::new(&pack),
+                wm: Partitioned::new(pack.lateness_ms, pack.late_policy),
+                next: 0,
+                announced: None,
+                last_fed: Instant::now(),
+            })),
+            TaskId::Dim(i, _) => Task::Dim(Box::new(DimTask {
+                engine: Engine::new(Arc::clone(&pack), 0, 1).only(&self.names.dims[i].0),
+                merge: Merge::new(self.upstreams),
+                next: 0,
+            })),
+        };
+        let Some(store) = self.store(t) else {
+            return (fresh(), None);
+        };
+        let (topic, group) = (self.names.topic(t).to_string(), self.group.clone());
+        let loaded = match store.load(|m| {
+            if m.topic != topic || m.group != group {
+                Err(format!("taken for topic `{}` group `{}`", m.topic, m.group))
+            } else {
+                Ok(())
+            }
+        }) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot list {}: {e}", store.dir().display());
+                return (fresh(), None);
+            }
+        };
+        for f in &loaded.failures {
+            self.metrics.checkpoint_load_failures.fetch_add(1, Relaxed);
+            tracing::error!("unusable snapshot: {f}; trying the one before");
+        }
+        let Some(snap) = loaded.snapshot else {
+            if !loaded.failures.is_empty() {
+                tracing::error!(task = %self.names.dir(t), "no usable snapshot: rebuilding from the partition's beginning");
+            }
+            return (fresh(), None);
+        };
+        let p = match t {
+            TaskId::Input(p) | TaskId::Dim(_, p) => p,
+        };
+        let at = snap.meta.offsets.get(&p).copied().unwrap_or(0);
+        let mut task = fresh();
+        match &mut task {
+            Task::Input(it) => {
+                it.joiner = snap.meta.joiner.with_pack(&pack);
+                it.wm.restore(snap.meta.watermark);
+                it.next = at;
+            }
+            Task::Dim(dt) => {
+                let mut keys = 0;
+                for part in snap.parts {
+                    keys += dt.engine.restore(part).keys;
+                }
+                self.metrics.restored_keys.fetch_add(keys, Relaxed);
+                dt.merge.restore(snap.meta.merge);
+                dt.next = at;
+            }
+        }
+        tracing::info!(task = %self.names.dir(t), snapshot = %snap.path.display(), offset = at, "task restored from its snapshot");
+        (task, Some(at))
+    }
+
+    /// Writes a task's snapshot (its state as of the last completed batch).
+    fn save_task(&self, t: TaskId, task: &Task) {
+        let Some(mut store) = self.store(t) else { return };
+        let pack = Arc::clone(&self.pack.lock().expect("lock"));
+        let empty = Joiner::new(&pack);
+        let (p, next, joiner, wm, parts, keys, merge) = match (t, task) {
+            (TaskId::Input(p), Task::Input(it)) => (p, it.next, &it.joiner, it.wm.state(), Vec::new(), 0, BTreeMap::new()),
+            (TaskId::Dim(_, q), Task::Dim(dt)) => {
+                let part = match crate::checkpoint::encode_part(&dt.engine.snapshot()) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.metrics.checkpoint_failures.fetch_add(1, Relaxed);
+                        tracing::error!("checkpoint of {}: {e}", self.names.dir(t));
+                        return;
+                    }
+                };
+                // Reading resumes at the oldest record still waiting in the merge.
+                let next = dt.merge.oldest().unwrap_or(dt.next);
+                let merge = dt.merge.state();
+                (q, next, &empty, Default::default(), vec![part], dt.engine.stats().keys, merge)
+            }
+            _ => unreachable!("tasks match their ids"),
+        };
+        let meta = Meta {
+            created_ms: now_ms(),
+            group: self.group.clone(),
+            topic: self.names.topic(t).to_string(),
+            pack: pack.hash_hex(),
+            offsets: BTreeMap::from([(p, next)]),
+            watermark: wm,
+            joiner,
+            keys,
+            merge,
+        };
+        match store.save(&meta, &parts) {
+            Ok((_, bytes)) => {
+                self.metrics.checkpoints.fetch_add(1, Relaxed);
+                self.metrics.checkpoint_bytes.store(bytes, Relaxed);
+            }
+            Err(e) => {
+                self.metrics.checkpoint_failures.fetch_add(1, Relaxed);
+                tracing::error!("checkpoint of {}: {e}", self.names.dir(t));
+            }
+        }
+    }
+}
+
+impl ClientContext for Ctx {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut lag = HashMap::new();
+        if let Some(topic) = statistics.topics.get(&self.names.input) {
+            for (p, part) in &topic.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    lag.insert(*p, part.consumer_lag);
+                }
+            }
+        }
+        *self.metrics.lag.lock().expect("lock") = lag.iter().map(|(p, l)| (*p, *l)).collect();
+        self.shared.lock().expect("lock").lag = lag;
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let committed = consumer.committed_offsets(tpl.clone(), Duration::from_secs(30));
+                let mut assign = TopicPartitionList::new();
+                for e in tpl.elements() {
+                    let Some(t) = self.names.task(e.topic(), e.partition()) else {
+                        continue;
+                    };
+                    let c = committed
+                        .as_ref()
+                        .ok()
+                        .and_then(|l| l.find_partition(e.topic(), e.partition()))
+                        .and_then(|x| match x.offset() {
+                            Offset::Offset(n) => Some(n),
+                            _ => None,
+                        })
+                        .unwrap_or(0);
+                    let (task, at) = self.open_task(t);
+                    let _ = assign.add_partition_offset(e.topic(), e.partition(), at.map_or(Offset::Beginning, Offset::Offset));
+                    let mut sh = self.shared.lock().expect("lock");
+                    sh.committed.insert(t, c);
+                    sh.gen_counter += 1;
+                    let g = sh.gen_counter;
+                    sh.generation.insert(t, g);
+                    sh.tasks.insert(t, task);
+                }
+                let n = self.shared.lock().expect("lock").tasks.len();
+                self.metrics.assigned.store(n as u64, Relaxed);
+                if let Err(e) = consumer.incremental_assign(&assign) {
+                    tracing::error!("assign failed: {e}");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                for e in tpl.elements() {
+                    let Some(t) = self.names.task(e.topic(), e.partition()) else {
+                        continue;
+                    };
+                    let task = self.shared.lock().expect("lock").tasks.remove(&t);
+                    // The next owner starts from this.
+                    if let Some(task) = task {
+                        self.save_task(t, &task);
+                    }
+                }
+                let n = self.shared.lock().expect("lock").tasks.len();
+                self.metrics.assigned.store(n as u64, Relaxed);
+                if let Err(e) = consumer.incremental_unassign(tpl) {
+                    tracing::error!("unassign failed: {e}");
+                }
+            }
+            other => {
+                tracing::error!("rebalance error: {:?}", other);
+            }
+        }
+    }
+}
+
+/// A message gathered for a batch: what it is and where it came from.
+struct Got {
+    task: TaskId,
+    generation: u64,
+    offset: i64,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    /// Origin (p, offset, R) of a re-keyed record, or a progress announcement (p, R, idle).
+    origin: Option<(i32, i64, i64)>,
+    marker: Option<(i32, i64, bool)>,
+}
+
+fn header_i64(m: &impl Message, name: &str) -> Option<i64> {
+    let h = m.headers()?;
+    h.iter()
+        .find(|x| x.key == name)
+        .and_then(|x| std::str::from_utf8(x.value?).ok()?.parse().ok())
+}
+
+pub fn run(
+    cfg: &DaemonConfig,
+    pack: Arc<Pack>,
+    registry: &Registry,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    reload: Reload,
+) -> Result<()> {
+    *metrics.pack.lock().expect("lock") = (pack.name.clone(), pack.hash_hex());
+    let conf = client_config(cfg, &BTreeMap::new());
+    if cfg.create_topics {
+        super::ensure_topics(cfg)?;
+    }
+    // The input's partitions decide how many upstreams every merge waits for.
+    let probe: BaseConsumer = conf.create().context("cannot create a Kafka client")?;
+    let md = probe
+        .fetch_metadata(Some(&cfg.input_topic), Duration::from_secs(30))
+        .context("cannot read the input topic's metadata")?;
+    let upstreams = md.topics().first().map_or(0, |t| t.partitions().len()).max(1);
+    let q = if cfg.repartition_partitions > 0 {
+        cfg.repartition_partitions
+    } else {
+        upstreams as i32
+    };
+    let names = Names {
+        input: cfg.input_topic.clone(),
+        dims: pack
+            .dims
+            .iter()
+            .map(|d| (d.name(), topic_of(&cfg.repartition_prefix, &d.name())))
+            .collect(),
+    };
+    let dim_topics: Vec<(&str, i32)> = names.dims.iter().map(|(_, t)| (t.as_str(), q)).collect();
+    create_topics(&conf, &dim_topics)?;
+    // Every dimension partition must exist before anyone routes to it.
+    for (t, _) in &dim_topics {
+        let md = probe.fetch_metadata(Some(t), Duration::from_secs(30))?;
+        let have = md.topics().first().map_or(0, |x| x.partitions().len()) as i32;
+        if have != q {
+            bail!("topic {t} has {have} partitions; this group routes to {q}: set repartition_partitions to {have} or recreate it");
+        }
+    }
+
+    let (dtx, drx) = unbounded();
+    let mut pconf = client_config(cfg, &cfg.producer);
+    for (k, v) in [
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("linger.ms", "5"),
+        ("queue.buffering.max.messages", "1000000"),
+    ] {
+        if !cfg.producer.contains_key(k) && !cfg.kafka.contains_key(k) {
+            pconf.set(k, v);
+        }
+    }
+    let producer: ThreadedProducer<Delivery> = pconf
+        .create_with_context(Delivery { tx: dtx })
+        .context("cannot create the Kafka producer")?;
+
+    let ctx = Ctx {
+        names,
+        pack: Mutex::new(Arc::clone(&pack)),
+        upstreams,
+        store_dir: cfg.checkpoint_dir.clone(),
+        keep: cfg.checkpoint_keep,
+        group: cfg.group.clone(),
+        metrics: Arc::clone(&metrics),
+        shared: Mutex::new(Shared {
+            tasks: BTreeMap::new(),
+            committed: HashMap::new(),
+            generation: HashMap::new(),
+            gen_counter: 0,
+            lag: HashMap::new(),
+        }),
+    };
+    let mut cconf = client_config(cfg, &cfg.consumer);
+    cconf.set("group.id", &cfg.group);
+    for (k, v) in [
+        ("enable.auto.commit", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("partition.assignment.strategy", "cooperative-sticky"),
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "1500"),
+        ("statistics.interval.ms", "1000"),
+        ("fetch.wait.max.ms", "10"),
+    ] {
+        if !cfg.consumer.contains_key(k) && !cfg.kafka.contains_key(k) {
+            cconf.set(k, v);
+        }
+    }
+    let consumer: BaseConsumer<Ctx> = cconf.create_with_context(ctx).context("cannot create the Kafka consumer")?;
+    let mut topics: Vec<&str> = vec![&cfg.input_topic];
+    let dim_topic_names: Vec<String> = consumer.context().names.dims.iter().map(|(_, t)| t.clone()).collect();
+    topics.extend(dim_topic_names.iter().map(String::as_str));
+    consumer.subscribe(&topics).context("cannot subscribe")?;
+    tracing::info!(brokers = %cfg.brokers, group = %cfg.group, topic = %cfg.input_topic, upstreams, partitions = q, "daemon started (repartition)");
+
+    let mut builder = RecordBuilder::default();
+    let mut checkpointed = Instant::now();
+    let mut pack = pack;
+    while !stop.load(Ordering::Relaxed) {
+        // Reloads: every task's engine takes the new pack between batches.
+        let asked: Vec<super::ReloadRequest> = reload.requests.try_iter().collect();
+        if reload.signal.swap(false, Ordering::Relaxed) || !asked.is_empty() {
+            let answer = reload_tasks(cfg, &mut pack, consumer.context(), &metrics);
+            for a in asked {
+                let _ = a.send(answer.clone());
+            }
+        }
+        for (ask, answer) in reload.releases.try_iter().collect::<Vec<_>>() {
+            let _ = answer.send(Err(format!(
+                "{}:{}: release on appeal is not available with repartition = true yet; release it on the enforcement point\n",
+                ask.dim, ask.key
+            )));
+        }
+        let en = Enricher::new(&pack, registry);
+
+        // 1. Gather.
+        let mut got: Vec<Got> = Vec::new();
+        let started = Instant::now();
+        while got.len() < cfg.batch_max && started.elapsed() < Duration::from_millis(cfg.batch_ms) {
+            let Some(msg) = consumer.poll(Duration::from_millis(cfg.batch_ms.min(100))) else {
+                if got.is_empty() {
+                    break;
+                }
+                continue;
+            };
+            let m = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!("consumer: {e}");
+                    break;
+                }
+            };
+            let Some(task) = consumer.context().names.task(m.topic(), m.partition()) else {
+                continue;
+            };
+            let generation = consumer
+                .context()
+                .shared
+                .lock()
+                .expect("lock")
+                .generation
+                .get(&task)
+                .copied()
+                .unwrap_or(0);
+            let marker = header_i64(&m, "anning.r").filter(|_| header_i64(&m, "anning.marker").is_some());
+            let (marker, origin) = match (marker, header_i64(&m, "anning.p")) {
+                (Some(r), Some(p)) => (Some((p as i32, r, header_i64(&m, "anning.idle") == Some(1))), None),
+                (None, Some(p)) => (
+                    None,
+                    Some((
+                        p as i32,
+                        header_i64(&m, "anning.o").unwrap_or(-1),
+                        header_i64(&m, "anning.r").unwrap_or(i64::MIN),
+                    )),
+                ),
+                _ => (None, None),
+            };
+            got.push(Got {
+                task,
+                generation,
+                offset: m.offset(),
+                key: m.key().unwrap_or_default().to_vec(),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                origin,
+                marker,
+            });
+        }
+
+        // 2. Process, in arrival order per task.
+        let mut outs: Vec<Out> = Vec::new();
+        let mut commits: BTreeMap<TaskId, i64> = BTreeMap::new();
+        {
+            let ctx = consumer.context();
+            let mut sh = ctx.shared.lock().expect("lock");
+            let Shared {
+                tasks,
+                committed,
+                generation,
+                lag,
+                ..
+            } = &mut *sh;
+            let mut fed: BTreeMap<TaskId, bool> = BTreeMap::new();
+            for g in got {
+                if generation.get(&g.task).copied() != Some(g.generation) {
+                    continue;
+                }
+                let Some(task) = tasks.get_mut(&g.task) else { continue };
+                let below = g.offset < committed.get(&g.task).copied().unwrap_or(0);
+                fed.insert(g.task, true);
+                match (g.task, task) {
+                    (TaskId::Input(p), Task::Input(it)) => {
+                        if g.offset < it.next {
+                            metrics.redelivered.fetch_add(1, Relaxed);
+                            continue;
+                        }
+                        it.next = g.offset + 1;
+                        it.last_fed = Instant::now();
+                        route(ctx, &pack, en, &mut builder, it, p, &g, below, q, &metrics, &mut outs);
+                    }
+                    (TaskId::Dim(_, _), Task::Dim(dt)) => {
+                        if g.offset < dt.next {
+                            metrics.redelivered.fetch_add(1, Relaxed);
+                            continue;
+                        }
+                        dt.next = g.offset + 1;
+                        if let Some((p, r, idle)) = g.marker {
+                            dt.merge.mark(p, r, idle);
+                        } else if let Some((p, off, r)) = g.origin {
+                            let text = String::from_utf8_lossy(&g.payload);
+                            match crate::decode::jsonl::JsonFields::parse(&text)
+                                .and_then(|mut f| crate::decode::assemble(&mut f, &mut builder, en))
+                            {
+                                Ok(rec) => {
+                                    let fresh = dt.merge.offer(
+                                        p,
+                                        Pending {
+                                            r,
+                                            offset: off,
+                                            q_off: g.offset,
+                                            item: rec,
+                                        },
+                                    );
+                                    if !fresh {
+                                        metrics.redelivered.fetch_add(1, Relaxed);
+                                    }
+                                }
+                                Err(e) => tracing::error!(
+                                    "re-keyed record at {}@{} does not decode: {}",
+                                    ctx.names.topic(g.task),
+                                    g.offset,
+                                    e.detail
+                                ),
+                            }
+                        }
+                    }
+                    _ => unreachable!("tasks match their ids"),
+                }
+            }
+            // Progress announcements of the input tasks, when they changed.
+            for (t, task) in tasks.iter_mut() {
+                if let (TaskId::Input(p), Task::Input(it)) = (t, task) {
+                    let r = it.wm.state().max_ts.get(p).copied().unwrap_or(i64::MIN);
+                    let idle = !fed.contains_key(t)
+                        && lag.get(p).is_some_and(|l| *l == 0)
+                        && it.last_fed.elapsed() >= Duration::from_millis(cfg.idle_ms);
+                    if it.announced != Some((r, idle)) && it.next >= committed.get(t).copied().unwrap_or(0) {
+                        it.announced = Some((r, idle));
+                        for (_, topic) in &ctx.names.dims {
+                            for part in 0..q {
+                                outs.push(Out {
+                                    topic: Topic::Named(topic.clone().into(), Some(part)),
+                                    key: b"marker".to_vec(),
+                                    payload: Vec::new(),
+                                    headers: vec![
+                                        ("anning.marker", b"1".to_vec()),
+                                        ("anning.p", p.to_string().into_bytes()),
+                                        ("anning.r", r.to_string().into_bytes()),
+                                        ("anning.idle", if idle { b"1".to_vec() } else { b"0".to_vec() }),
+                                    ],
+                                    action: None,
+                                });
+                            }
+                        }
+                    }
+                    commits.insert(*t, it.next);
+                }
+            }
+            // The merges: release and run what is ready, task by task (in parallel).
+            let lateness = pack.lateness_ms;
+            let mut dim_tasks: Vec<(TaskId, &mut DimTask, bool)> = tasks
+                .iter_mut()
+                .filter_map(|(t, task)| match task {
+                    Task::Dim(dt) => Some((*t, &mut **dt, false)),
+                    Task::Input(_) => None,
+                })
+                .collect();
+            let threads = cfg.threads.max(1);
+            let results: Vec<Vec<(TaskId, i64, Action, i64)>> = std::thread::scope(|s| {
+                let chunk = dim_tasks.len().div_ceil(threads).max(1);
+                let handles: Vec<_> = dim_tasks
+                    .chunks_mut(chunk)
+                    .map(|part| {
+                        s.spawn(move || {
+                            let mut out = Vec::new();
+                            for (t, dt, _) in part.iter_mut() {
+                                merge_run(*t, dt, lateness, &mut out);
+                            }
+                            out
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("a merge thread panicked")).collect()
+            });
+            for (t, dt, _) in &dim_tasks {
+                let next = dt.merge.oldest().unwrap_or(dt.next);
+                commits.insert(*t, next);
+            }
+            for (t, q_off, a, ts) in results.into_iter().flatten() {
+                if q_off < committed.get(&t).copied().unwrap_or(0) {
+                    metrics.actions_suppressed.fetch_add(1, Relaxed);
+                    continue;
+                }
+                outs.push(action_out(&a, now_ms(), ts));
+            }
+        }
+
+        // 3. Produce, wait for every acknowledgement, commit.
+        deliver(&producer, cfg, &outs, &drx, &metrics, &stop)?;
+        if !commits.is_empty() {
+            let names = &consumer.context().names;
+            let mut tpl = TopicPartitionList::new();
+            for (t, o) in &commits {
+                let p = match t {
+                    TaskId::Input(p) | TaskId::Dim(_, p) => *p,
+                };
+                tpl.add_partition_offset(names.topic(*t), p, Offset::Offset(*o))?;
+            }
+            match consumer.commit(&tpl, CommitMode::Sync) {
+                Ok(()) => {
+                    metrics.commits.fetch_add(1, Relaxed);
+                }
+                Err(e) => {
+                    metrics.commit_errors.fetch_add(1, Relaxed);
+                    tracing::warn!("commit failed ({e}); the next commit covers these offsets");
+                }
+            }
+            metrics.batches.fetch_add(1, Relaxed);
+        }
+
+        // 4. Snapshots, readiness.
+        let ctx = consumer.context();
+        if ctx.store_dir.is_some() && checkpointed.elapsed() >= Duration::from_millis(cfg.checkpoint_interval_ms) {
+            let sh = ctx.shared.lock().expect("lock");
+            for (t, task) in &sh.tasks {
+                ctx.save_task(*t, task);
+            }
+            checkpointed = Instant::now();
+        }
+        let sh = ctx.shared.lock().expect("lock");
+        let ready = !sh.tasks.is_empty()
+            && sh.tasks.iter().all(|(t, task)| {
+                let pos = match task {
+                    Task::Input(it) => it.next,
+                    Task::Dim(dt) => dt.next,
+                };
+                pos >= sh.committed.get(t).copied().unwrap_or(0)
+            });
+        metrics.ready.store(ready, Relaxed);
+    }
+
+    tracing::info!("stopping: snapshots and a last commit");
+    let ctx = consumer.context();
+    if ctx.store_dir.is_some() {
+        let sh = ctx.shared.lock().expect("lock");
+        for (t, task) in &sh.tasks {
+            ctx.save_task(*t, task);
+        }
+    }
+    use rdkafka::producer::Producer as _;
+    producer.flush(Duration::from_secs(30)).context("flush at shutdown")?;
+    Ok(())
+}
+
+/// An input task's step for one message: decode, join, lateness by its own partition's
+/// watermark, then one re-keyed copy per dimension that wants it (not produced again for
+/// offsets below the committed one: those went out before).
+#[allow(clippy::too_many_arguments)]
+fn route(
+    ctx: &Ctx,
+    pack: &Pack,
+    en: Enricher<'_>,
+    builder: &mut RecordBuilder,
+    it: &mut InputTask,
+    p: i32,
+    g: &Got,
+    below: bool,
+    q: i32,
+    metrics: &Metrics,
+    outs: &mut Vec<Out>,
+) {
+    let dlq = |reason: &str, detail: &str, col: Option<u64>| {
+        let mut headers = vec![
+            ("anning.reason", reason.as_bytes().to_vec()),
+            ("anning.detail", detail.as_bytes().to_vec()),
+            ("anning.source", format!("{}/{p}@{}", ctx.names.input, g.offset).into_bytes()),
+        ];
+        if let Some(c) = col {
+            headers.push(("anning.col", c.to_string().into_bytes()));
+        }
+        Out {
+            topic: Topic::Dlq,
+            key: g.key.clone(),
+            payload: g.payload.clone(),
+            headers,
+            action: None,
+        }
+    };
+    match decode(Some(&g.payload), builder, en) {
+        Ok(rec) => {
+            let mut rec = it.joiner.apply(rec, en);
+            metrics.records_in[rec.kind as usize].fetch_add(1, Relaxed);
+            match it.wm.observe(p, rec.ts) {
+                Verdict::Process { ts, .. } => {
+                    rec.ts = ts;
+                    if below {
+                        return;
+                    }
+                    let r = it.wm.state().max_ts.get(&p).copied().unwrap_or(ts);
+                    let json = rec.to_json().into_bytes();
+                    for (d, key, hash) in Engine::keys_of(pack, &rec) {
+                        let part = shard_of(hash, q as u64) as i32;
+                        outs.push(Out {
+                            topic: Topic::Named(ctx.names.dims[d].1.clone().into(), Some(part)),
+                            key: key.into_bytes(),
+                            payload: json.clone(),
+                            headers: vec![
+                                ("anning.p", p.to_string().into_bytes()),
+                                ("anning.o", g.offset.to_string().into_bytes()),
+                                ("anning.r", r.to_string().into_bytes()),
+                            ],
+                            action: None,
+                        });
+                    }
+                }
+                Verdict::Late { behind } => {
+                    if !below {
+                        *metrics.rejects.lock().expect("lock").entry(RejectReason::Late.name()).or_default() += 1;
+                        let detail = format!("{} record {behind} ms older than the partition's watermark", rec.kind.name());
+                        outs.push(dlq(RejectReason::Late.name(), &detail, None));
+                    }
+                }
+            }
+        }
+        Err(bad) => {
+            if !below {
+                *metrics.rejects.lock().expect("lock").entry(bad.reason.name()).or_default() += 1;
+                outs.push(dlq(bad.reason.name(), &bad.detail, bad.col));
+            }
+        }
+    }
+}
+
+/// Runs what the merge can release, in (R, input partition, offset) order, each record with
+/// watermark `R − lateness`.
+fn merge_run(t: TaskId, dt: &mut DimTask, lateness: i64, out: &mut Vec<(TaskId, i64, Action, i64)>) {
+    let mut acts = Vec::new();
+    while let Some(x) = dt.merge.pop() {
+        dt.engine.process(&x.item, x.r.saturating_sub(lateness), &mut acts);
+        acts.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        for a in acts.drain(..) {
+            out.push((t, x.q_off, a, x.item.ts));
+        }
+    }
+}
+
+/// Hands a new pack to every task's engine between batches.
+fn reload_tasks(cfg: &DaemonConfig, pack: &mut Arc<Pack>, ctx: &Ctx, metrics: &Metrics) -> Result<String, String> {
+    let new = match super::load_rules(cfg) {
+        Ok(p) => Arc::new(p),
+        Err(errors) => {
+            metrics.reload_failures.fetch_add(1, Relaxed);
+            for e in &errors {
+                tracing::error!("reload refused: {e}");
+            }
+            return Err(format!(
+                "reload refused; pack {} keeps running:\n{}\n",
+                pack.hash_hex(),
+                errors.join("\n")
+            ));
+        }
+    };
+    if new.dims.iter().map(|d| d.name()).collect::<Vec<_>>() != pack.dims.iter().map(|d| d.name()).collect::<Vec<_>>() {
+        metrics.reload_failures.fetch_add(1, Relaxed);
+        return Err(
+            "reload refused: with repartition = true the new pack must key by the same dimensions (restart the group for new ones)\n"
+                .into(),
+        );
+    }
+    let mut kept = anning_detector::Reloaded::default();
+    for task in ctx.shared.lock().expect("lock").tasks.values_mut() {
+        if let Task::Dim(dt) = task {
+            let r = dt.engine.reload(Arc::clone(&new));
+            kept.kept += r.kept;
+            kept.dropped += r.dropped;
+        }
+    }
+    *ctx.pack.lock().expect("lock") = Arc::clone(&new);
+    let msg = format!(
+        "reloaded: pack `{}` {} (was {}); {} rule states kept, {} started afresh",
+        new.name,
+        new.hash_hex(),
+        pack.hash_hex(),
+        kept.kept,
+        kept.dropped
+    );
+    tracing::info!("{msg}");
+    *pack = new;
+    *metrics.pack.lock().expect("lock") = (pack.name.clone(), pack.hash_hex());
+    metrics.reloads.fetch_add(1, Relaxed);
+    Ok(msg + "\n")
+}

@@ -1,0 +1,202 @@
+//! Scale-out through the real broker: three daemons in one group with `--repartition` split
+//! a 3-partition input; one is killed (`kill -9`) mid-stream, its partitions move to the
+//! others with their state from the snapshots, and the actions are those one daemon gives
+//! alone — repeats only as identical ids. And with one input partition, the re-keyed path
+//! gives exactly replay's actions.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::daemon::{Daemon, anning, broker, ids, read_topic, run_ok, scenario, tmp, unique};
+
+/// Actions of a topic with any number of partitions, until `want` ids are all there (or
+/// `limit`), then 3 s more.
+fn actions_until(brokers: &str, topic: &str, want: &BTreeSet<String>, limit: Duration) -> Vec<serde_json::Value> {
+    let t = Instant::now();
+    loop {
+        let got: Vec<serde_json::Value> = read_topic(brokers, topic, usize::MAX, Duration::from_secs(3))
+            .iter()
+            .map(|(_, p, _)| serde_json::from_slice(p).unwrap())
+            .collect();
+        let seen: BTreeSet<String> = ids(&got).into_iter().collect();
+        if want.is_subset(&seen) || t.elapsed() > limit {
+            return got;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Waits until the daemons have read the whole stream and their merges have run dry: the
+/// actions produced stay the same for longer than `idle_ms` (3 s) and a few batches.
+fn settled(daemons: &[&Daemon], records: f64) {
+    let t = Instant::now();
+    let sum = |name: &str| daemons.iter().map(|d| d.metric(name)).sum::<f64>();
+    let mut last = (f64::NAN, Instant::now());
+    loop {
+        assert!(t.elapsed() < Duration::from_secs(600), "the daemons did not settle");
+        std::thread::sleep(Duration::from_millis(500));
+        if sum("anning_records_in_total") < records {
+            continue;
+        }
+        let now = sum("anning_actions_total") + sum("anning_actions_suppressed_total");
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(8) {
+            return;
+        }
+    }
+}
+
+fn produce_partitioned(brokers: &str, topic: &str, input: &std::path::Path, partitions: i32) {
+    run_ok(
+        anning()
+            .args(["produce", "--brokers", brokers, "--topic", topic, "--key", "src", "--partitions"])
+            .arg(partitions.to_string())
+            .arg(input),
+    );
+}
+
+/// The input topic with its partitions, before a daemon would create it with one.
+fn create_input(brokers: &str, topic: &str, partitions: i32) {
+    run_ok(
+        anning()
+            .args(["produce", "--brokers", brokers, "--topic", topic, "--partitions"])
+            .arg(partitions.to_string())
+            .arg("/dev/null"),
+    );
+}
+
+fn group_args<'a>(prefix: &'a str, dir: &'a str) -> Vec<&'a str> {
+    vec![
+        "--repartition",
+        "--repartition-prefix",
+        prefix,
+        "--checkpoint-dir",
+        dir,
+        "--checkpoint-interval",
+        "500",
+    ]
+}
+
+#[test]
+fn with_one_input_partition_the_rekeyed_path_gives_replays_actions() {
+    let brokers = broker(19093);
+    let s = scenario("group1", 250_000, &[]);
+    let name = unique("group1");
+    let dir = tmp("group1.ckpt");
+    let prefix = format!("{name}.rp");
+    let d = Daemon::start_with(
+        &brokers,
+        &name,
+        19925,
+        &s.registry,
+        &group_args(&prefix, dir.to_str().unwrap()),
+        &[],
+    );
+    produce_partitioned(&brokers, &format!("{name}.in"), &s.input, 1);
+    let want: BTreeSet<String> = ids(&s.expected).into_iter().collect();
+    let got = actions_until(&brokers, &format!("{name}.actions"), &want, Duration::from_secs(300));
+    let mut distinct = ids(&got);
+    distinct.dedup();
+    assert_eq!(distinct, ids(&s.expected), "replay's action ids through the re-keyed path");
+    let by_id: HashMap<String, &serde_json::Value> = s.expected.iter().map(|a| (a["id"].as_str().unwrap().to_string(), a)).collect();
+    for a in &got {
+        assert_eq!(*by_id[a["id"].as_str().unwrap()], *a, "the same action");
+    }
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn three_daemons_one_killed_mid_stream_give_the_actions_of_one() {
+    let brokers = broker(19093);
+    let s = scenario("group3", 250_000, &[]);
+    let want_partitions = 3;
+
+    // One daemon alone on the same 3-partition input: the reference.
+    let solo = unique("solo");
+    let solo_dir = tmp("solo.ckpt");
+    let solo_prefix = format!("{solo}.rp");
+    create_input(&brokers, &format!("{solo}.in"), want_partitions);
+    produce_partitioned(&brokers, &format!("{solo}.in"), &s.input, want_partitions);
+    let d = Daemon::start_with(
+        &brokers,
+        &solo,
+        19926,
+        &s.registry,
+        &group_args(&solo_prefix, solo_dir.to_str().unwrap()),
+        &[],
+    );
+    settled(&[&d], 250_000.0);
+    let reference: Vec<serde_json::Value> = read_topic(&brokers, &format!("{solo}.actions"), usize::MAX, Duration::from_secs(5))
+        .iter()
+        .map(|(_, p, _)| serde_json::from_slice(p).unwrap())
+        .collect();
+    assert_eq!(d.stop(), 0);
+    let mut want = ids(&reference);
+    want.dedup();
+    assert!(want.len() >= 10, "the stream acts ({} actions)", want.len());
+
+    // Three daemons in one group; the input arrives once all are up.
+    let name = unique("group3");
+    let dir = tmp("group3.ckpt");
+    let _ = std::fs::remove_dir_all(&dir);
+    let prefix = format!("{name}.rp");
+    let args = group_args(&prefix, dir.to_str().unwrap());
+    let topic = format!("{name}.in");
+    create_input(&brokers, &topic, want_partitions);
+    // The stream is in the topic before the group starts: no partition is caught up and
+    // silent (idle) before its end, which is what makes the merge order the input's alone.
+    produce_partitioned(&brokers, &topic, &s.input, want_partitions);
+    let mut daemons = vec![
+        Daemon::start_with(&brokers, &name, 19927, &s.registry, &args, &[]),
+        Daemon::start_with(&brokers, &name, 19928, &s.registry, &args, &[]),
+        Daemon::start_with(&brokers, &name, 19929, &s.registry, &args, &[]),
+    ];
+    let t = Instant::now();
+    while daemons.iter().map(|d| d.metric("anning_records_in_total")).sum::<f64>() < 80_000.0 {
+        assert!(t.elapsed() < Duration::from_secs(300), "the group did not get going");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Kill the one that has read the most input (it holds input partitions and their joins).
+    let read: Vec<f64> = daemons.iter().map(|d| d.metric("anning_records_in_total")).collect();
+    let victim = (0..3).max_by(|&x, &y| read[x].total_cmp(&read[y])).unwrap();
+    let held = daemons[victim].metric("anning_assigned_partitions");
+    let total_read: f64 = read.iter().sum();
+    daemons.remove(victim).kill9();
+    assert!(total_read < 250_000.0, "killed mid-stream ({total_read} of 250000 read)");
+    eprintln!(
+        "group: kill -9 of a daemon holding {held} partitions after it read {} records ({total_read} read in all)",
+        read[victim]
+    );
+
+    let alive: Vec<&Daemon> = daemons.iter().collect();
+    settled(&alive, 250_000.0 - read[victim]);
+    let want_set: BTreeSet<String> = want.iter().cloned().collect();
+    let got = actions_until(&brokers, &format!("{name}.actions"), &want_set, Duration::from_secs(60));
+    let mut distinct = ids(&got);
+    let total = distinct.len();
+    distinct.dedup();
+    let missing: Vec<&String> = want.iter().filter(|i| distinct.binary_search(i).is_err()).collect();
+    let extra: Vec<&String> = distinct.iter().filter(|i| want.binary_search(i).is_err()).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} missing, {} extra of {} (e.g. missing {:?}, extra {:?})",
+        missing.len(),
+        extra.len(),
+        want.len(),
+        missing.first(),
+        extra.first()
+    );
+    let by_id: HashMap<String, &serde_json::Value> = reference.iter().map(|x| (x["id"].as_str().unwrap().to_string(), x)).collect();
+    for x in &got {
+        assert_eq!(*by_id[x["id"].as_str().unwrap()], *x, "a repeated id is the same action");
+    }
+    eprintln!(
+        "group: {total} actions for {} distinct, {} repeated",
+        want.len(),
+        total - want.len()
+    );
+    for d in daemons {
+        assert_eq!(d.stop(), 0);
+    }
+}

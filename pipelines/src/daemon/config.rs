@@ -259,5 +259,19 @@ mod tests {
             (c.checkpoint_dir, c.checkpoint_interval_ms, c.checkpoint_keep),
             (d.checkpoint_dir, d.checkpoint_interval_ms, d.checkpoint_keep)
         );
+        assert_eq!(
+            (c.repartition, c.repartition_prefix, c.repartition_partitions, c.idle_ms),
+            (d.repartition, d.repartition_prefix, d.repartition_partitions, d.idle_ms)
+        );
+        let mut e = DaemonConfig::default();
+        e.apply_env([
+            ("ANNING_REPARTITION".to_string(), "true".to_string()),
+            ("ANNING_CHECKPOINT_DIR".to_string(), "/var/lib/anning/ckpt".to_string()),
+        ])
+        .unwrap();
+        assert!(e.repartition);
+        assert_eq!(e.checkpoint_dir.as_deref(), Some(Path::new("/var/lib/anning/ckpt")));
+        let err = e.apply_env([("ANNING_REPARTITION".to_string(), "yes".to_string())]).unwrap_err();
+        assert_eq!(err, "ANNING_REPARTITION: `yes` is not true or false");
     }
 }

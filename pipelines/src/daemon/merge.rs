@@ -159,7 +159,7 @@ mod tests {
             let mut next = vec![0usize; parts.len()];
             let mut got = Vec::new();
             let mut k = 0;
-            let mut deliver = |m: &mut Merge<i32>, p: usize, next: &mut Vec<usize>, k: &mut usize| {
+            let deliver = |m: &mut Merge<i32>, p: usize, next: &mut Vec<usize>, k: &mut usize| {
                 let (r, o) = parts[p][next[p]];
                 assert!(m.offer(p as i32, Pending { r, offset: o, q_off: 0, item: p as i32 }));
                 if repeat.get(*k % repeat.len().max(1)).copied().unwrap_or(false) {
@@ -169,7 +169,7 @@ mod tests {
                 *k += 1;
                 next[p] += 1;
                 // After a record, sometimes a mark of the partition's R so far.
-                if *k % 3 == 0 {
+                if (*k).is_multiple_of(3) {
                     m.mark(p as i32, r, false);
                 }
             };

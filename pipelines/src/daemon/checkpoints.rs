@@ -108,20 +108,22 @@ pub(super) fn restore(cfg: &DaemonConfig, pack: &Arc<Pack>, threads: usize, metr
     Ok(out)
 }
 
-/// Takes a snapshot now: every shard serializes its state (in parallel, between batches),
-/// then the file is written and the old ones pruned. A failure is logged and counted; the
-/// previous snapshot stays.
-#[allow(clippy::too_many_arguments)]
+/// Takes a snapshot now: the audit log's buffered rows are written first (so it holds the
+/// actions of exactly the records the snapshot covers), every shard serializes its state (in
+/// parallel, between batches), then the file is written and the old ones pruned. A failure
+/// is logged and counted; the previous snapshot stays.
 pub(super) fn take(
     store: &mut Store,
+    audit: Option<&mut crate::audit::Writer>,
     cfg: &DaemonConfig,
     pack: &Pack,
     shards: &Shards<'_>,
-    joiner: &Joiner,
-    wm: &Partitioned,
-    done: &HashMap<i32, i64>,
+    (joiner, wm, done): (&Joiner, &Partitioned, &HashMap<i32, i64>),
     metrics: &Metrics,
 ) -> Result<()> {
+    if let Some(w) = audit {
+        super::release::flush_audit(w, metrics);
+    }
     let started = Instant::now();
     for tx in shards.txs {
         tx.send(Work::Snapshot).context("a shard worker stopped")?;

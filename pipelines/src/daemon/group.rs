@@ -46,16 +46,14 @@ use anning_detector::watermark::Partitioned;
 use anning_detector::{Action, Engine, Enricher, Joiner, Record, RecordBuilder, Registry, Verdict};
 use anning_rules::Pack;
 use anyhow::{Context as _, Result, bail};
-use crossbeam_channel::unbounded;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::Headers;
-use rdkafka::producer::ThreadedProducer;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::merge::{Merge, Pending};
-use super::{DaemonConfig, Delivery, Metrics, Out, Reload, Topic, action_out, client_config, create_topics, decode, deliver, now_ms};
+use super::{DaemonConfig, Metrics, Out, Reload, Topic, action_out, client_config, create_topics, decode, deliver, now_ms};
 use crate::checkpoint::{Meta, Store};
 use crate::decode::RejectReason;
 
@@ -299,15 +297,7 @@ impl ConsumerContext for Ctx {
                     let Some(t) = self.names.task(e.topic(), e.partition()) else {
                         continue;
                     };
-                    let c = committed
-                        .as_ref()
-                        .ok()
-                        .and_then(|l| l.find_partition(e.topic(), e.partition()))
-                        .and_then(|x| match x.offset() {
-                            Offset::Offset(n) => Some(n),
-                            _ => None,
-                        })
-                        .unwrap_or(0);
+                    let c = super::committed_at(&committed, e.topic(), e.partition());
                     let (task, at) = self.open_task(t);
                     let _ = assign.add_partition_offset(e.topic(), e.partition(), at.map_or(Offset::Beginning, Offset::Offset));
                     let mut sh = self.shared.lock().expect("lock");
@@ -409,21 +399,7 @@ pub fn run(
         }
     }
 
-    let (dtx, drx) = unbounded();
-    let mut pconf = client_config(cfg, &cfg.producer);
-    for (k, v) in [
-        ("enable.idempotence", "true"),
-        ("acks", "all"),
-        ("linger.ms", "5"),
-        ("queue.buffering.max.messages", "1000000"),
-    ] {
-        if !cfg.producer.contains_key(k) && !cfg.kafka.contains_key(k) {
-            pconf.set(k, v);
-        }
-    }
-    let producer: ThreadedProducer<Delivery> = pconf
-        .create_with_context(Delivery { tx: dtx })
-        .context("cannot create the Kafka producer")?;
+    let (producer, drx) = super::producer(cfg)?;
 
     let ctx = Ctx {
         names,
@@ -441,22 +417,9 @@ pub fn run(
             lag: HashMap::new(),
         }),
     };
-    let mut cconf = client_config(cfg, &cfg.consumer);
-    cconf.set("group.id", &cfg.group);
-    for (k, v) in [
-        ("enable.auto.commit", "false"),
-        ("auto.offset.reset", "earliest"),
-        ("partition.assignment.strategy", "cooperative-sticky"),
-        ("session.timeout.ms", "6000"),
-        ("heartbeat.interval.ms", "1500"),
-        ("statistics.interval.ms", "1000"),
-        ("fetch.wait.max.ms", "10"),
-    ] {
-        if !cfg.consumer.contains_key(k) && !cfg.kafka.contains_key(k) {
-            cconf.set(k, v);
-        }
-    }
-    let consumer: BaseConsumer<Ctx> = cconf.create_with_context(ctx).context("cannot create the Kafka consumer")?;
+    let consumer: BaseConsumer<Ctx> = super::consumer_config(cfg)
+        .create_with_context(ctx)
+        .context("cannot create the Kafka consumer")?;
     let mut topics: Vec<&str> = vec![&cfg.input_topic];
     let dim_topic_names: Vec<String> = consumer.context().names.dims.iter().map(|(_, t)| t.clone()).collect();
     topics.extend(dim_topic_names.iter().map(String::as_str));
@@ -825,20 +788,7 @@ fn merge_run(t: TaskId, dt: &mut DimTask, lateness: i64, out: &mut Vec<(TaskId, 
 
 /// Hands a new pack to every task's engine between batches.
 fn reload_tasks(cfg: &DaemonConfig, pack: &mut Arc<Pack>, ctx: &Ctx, metrics: &Metrics) -> Result<String, String> {
-    let new = match super::load_rules(cfg) {
-        Ok(p) => Arc::new(p),
-        Err(errors) => {
-            metrics.reload_failures.fetch_add(1, Relaxed);
-            for e in &errors {
-                tracing::error!("reload refused: {e}");
-            }
-            return Err(format!(
-                "reload refused; pack {} keeps running:\n{}\n",
-                pack.hash_hex(),
-                errors.join("\n")
-            ));
-        }
-    };
+    let new = super::reload::load_new(cfg, pack, metrics)?;
     if new.dims.iter().map(|d| d.name()).collect::<Vec<_>>() != pack.dims.iter().map(|d| d.name()).collect::<Vec<_>>() {
         metrics.reload_failures.fetch_add(1, Relaxed);
         return Err(
@@ -855,17 +805,5 @@ fn reload_tasks(cfg: &DaemonConfig, pack: &mut Arc<Pack>, ctx: &Ctx, metrics: &M
         }
     }
     *ctx.pack.lock().expect("lock") = Arc::clone(&new);
-    let msg = format!(
-        "reloaded: pack `{}` {} (was {}); {} rule states kept, {} started afresh",
-        new.name,
-        new.hash_hex(),
-        pack.hash_hex(),
-        kept.kept,
-        kept.dropped
-    );
-    tracing::info!("{msg}");
-    *pack = new;
-    *metrics.pack.lock().expect("lock") = (pack.name.clone(), pack.hash_hex());
-    metrics.reloads.fetch_add(1, Relaxed);
-    Ok(msg + "\n")
+    Ok(super::reload::took_effect(pack, new, &kept, metrics))
 }

@@ -181,16 +181,7 @@ impl ConsumerContext for Rebalancer {
                     let mut a = self.assigned.lock().expect("lock");
                     for e in tpl.elements() {
                         a.insert(e.partition());
-                        let at = committed
-                            .as_ref()
-                            .ok()
-                            .and_then(|l| l.find_partition(e.topic(), e.partition()))
-                            .and_then(|x| match x.offset() {
-                                Offset::Offset(n) => Some(n),
-                                _ => None,
-                            })
-                            .unwrap_or(0);
-                        c.insert(e.partition(), at);
+                        c.insert(e.partition(), committed_at(&committed, e.topic(), e.partition()));
                     }
                     self.metrics.assigned.store(a.len() as u64, Relaxed);
                 }
@@ -240,6 +231,19 @@ impl ConsumerContext for Rebalancer {
     }
 }
 
+/// A partition's committed offset from a lookup of the group's offsets (0 when none).
+fn committed_at(committed: &rdkafka::error::KafkaResult<TopicPartitionList>, topic: &str, partition: i32) -> i64 {
+    committed
+        .as_ref()
+        .ok()
+        .and_then(|l| l.find_partition(topic, partition))
+        .and_then(|x| match x.offset() {
+            Offset::Offset(n) => Some(n),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
 fn client_config(cfg: &DaemonConfig, extra: &BTreeMap<String, String>) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers);
@@ -247,6 +251,49 @@ fn client_config(cfg: &DaemonConfig, extra: &BTreeMap<String, String>) -> Client
         c.set(k, v);
     }
     c
+}
+
+/// The idempotent producer for actions, dead letters and internal topics, with the channel
+/// its delivery reports arrive on.
+fn producer(cfg: &DaemonConfig) -> Result<(ThreadedProducer<Delivery>, Receiver<(usize, Result<(), String>)>)> {
+    let (tx, rx) = unbounded();
+    let mut pconf = client_config(cfg, &cfg.producer);
+    for (k, v) in [
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("linger.ms", "5"),
+        ("queue.buffering.max.messages", "1000000"),
+    ] {
+        if !cfg.producer.contains_key(k) && !cfg.kafka.contains_key(k) {
+            pconf.set(k, v);
+        }
+    }
+    let producer = pconf
+        .create_with_context(Delivery { tx })
+        .context("cannot create the Kafka producer")?;
+    Ok((producer, rx))
+}
+
+/// The consumer's settings: the group, manual commits, cooperative rebalancing.
+fn consumer_config(cfg: &DaemonConfig) -> ClientConfig {
+    let mut cconf = client_config(cfg, &cfg.consumer);
+    cconf.set("group.id", &cfg.group);
+    for (k, v) in [
+        ("enable.auto.commit", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("partition.assignment.strategy", "cooperative-sticky"),
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "1500"),
+        ("statistics.interval.ms", "1000"),
+        // A NOC wants records as they come, not when a fetch fills up (librdkafka waits up
+        // to 500 ms by default).
+        ("fetch.wait.max.ms", "10"),
+    ] {
+        if !cfg.consumer.contains_key(k) && !cfg.kafka.contains_key(k) {
+            cconf.set(k, v);
+        }
+    }
+    cconf
 }
 
 /// Creates the topics the daemon uses when absent.
@@ -337,21 +384,7 @@ pub fn run(
     if cfg.create_topics {
         ensure_topics(cfg)?;
     }
-    let (dtx, drx) = unbounded();
-    let mut pconf = client_config(cfg, &cfg.producer);
-    for (k, v) in [
-        ("enable.idempotence", "true"),
-        ("acks", "all"),
-        ("linger.ms", "5"),
-        ("queue.buffering.max.messages", "1000000"),
-    ] {
-        if !cfg.producer.contains_key(k) && !cfg.kafka.contains_key(k) {
-            pconf.set(k, v);
-        }
-    }
-    let producer: ThreadedProducer<Delivery> = pconf
-        .create_with_context(Delivery { tx: dtx })
-        .context("cannot create the Kafka producer")?;
+    let (producer, drx) = producer(cfg)?;
 
     // State from the newest usable snapshot, or fresh.
     let threads = cfg.threads.max(1);
@@ -371,24 +404,9 @@ pub fn run(
         assigned: Mutex::new(BTreeSet::new()),
         revoked: Mutex::new(Vec::new()),
     };
-    let mut cconf = client_config(cfg, &cfg.consumer);
-    cconf.set("group.id", &cfg.group);
-    for (k, v) in [
-        ("enable.auto.commit", "false"),
-        ("auto.offset.reset", "earliest"),
-        ("partition.assignment.strategy", "cooperative-sticky"),
-        ("session.timeout.ms", "6000"),
-        ("heartbeat.interval.ms", "1500"),
-        ("statistics.interval.ms", "1000"),
-        // A NOC wants records as they come, not when a fetch fills up (librdkafka waits up
-        // to 500 ms by default).
-        ("fetch.wait.max.ms", "10"),
-    ] {
-        if !cfg.consumer.contains_key(k) && !cfg.kafka.contains_key(k) {
-            cconf.set(k, v);
-        }
-    }
-    let consumer: BaseConsumer<Rebalancer> = cconf.create_with_context(ctx).context("cannot create the Kafka consumer")?;
+    let consumer: BaseConsumer<Rebalancer> = consumer_config(cfg)
+        .create_with_context(ctx)
+        .context("cannot create the Kafka consumer")?;
     consumer.subscribe(&[&cfg.input_topic]).context("cannot subscribe")?;
 
     // Shard workers: the same engine and sharding as replay.
@@ -642,15 +660,12 @@ pub fn run(
         {
             snapshotted = done.clone();
             dirty = false;
-            if let Some(w) = &mut audit {
-                release::flush_audit(w, &metrics);
-            }
             let shards = release::Shards {
                 txs: &txs,
                 rrx: &rrx,
                 threads,
             };
-            checkpoints::take(st, cfg, &pack, &shards, &joiner, &wm, &done, &metrics)?;
+            checkpoints::take(st, audit.as_mut(), cfg, &pack, &shards, (&joiner, &wm, &done), &metrics)?;
             checkpointed = Instant::now();
         }
 
@@ -679,15 +694,12 @@ pub fn run(
 
     tracing::info!("stopping: flushing and committing");
     if let Some(st) = &mut store {
-        if let Some(w) = &mut audit {
-            release::flush_audit(w, &metrics);
-        }
         let shards = release::Shards {
             txs: &txs,
             rrx: &rrx,
             threads,
         };
-        checkpoints::take(st, cfg, &pack, &shards, &joiner, &wm, &done, &metrics)?;
+        checkpoints::take(st, audit.as_mut(), cfg, &pack, &shards, (&joiner, &wm, &done), &metrics)?;
     }
     drop(txs);
     for w in workers {

@@ -28,20 +28,7 @@ pub(super) fn reload_pack(
     threads: usize,
     metrics: &Metrics,
 ) -> Result<String, String> {
-    let new = match load_rules(cfg) {
-        Ok(p) => Arc::new(p),
-        Err(errors) => {
-            metrics.reload_failures.fetch_add(1, Relaxed);
-            for e in &errors {
-                tracing::error!("reload refused: {e}");
-            }
-            return Err(format!(
-                "reload refused; pack {} keeps running:\n{}\n",
-                pack.hash_hex(),
-                errors.join("\n")
-            ));
-        }
-    };
+    let new = load_new(cfg, pack, metrics)?;
     if new.lateness_ms != pack.lateness_ms || new.late_policy != pack.late_policy || new.dlr_join_ms != pack.dlr_join_ms {
         tracing::warn!("the new pack changes lateness, late_policy or dlr_join: those take effect at the next start");
     }
@@ -59,6 +46,29 @@ pub(super) fn reload_pack(
             _ => return Err("a shard worker stopped".into()),
         }
     }
+    Ok(took_effect(pack, new, &kept, metrics))
+}
+
+/// The configured pack, compiled; or, refused, every problem logged and counted.
+pub(super) fn load_new(cfg: &DaemonConfig, pack: &Pack, metrics: &Metrics) -> Result<Arc<Pack>, String> {
+    match load_rules(cfg) {
+        Ok(p) => Ok(Arc::new(p)),
+        Err(errors) => {
+            metrics.reload_failures.fetch_add(1, Relaxed);
+            for e in &errors {
+                tracing::error!("reload refused: {e}");
+            }
+            Err(format!(
+                "reload refused; pack {} keeps running:\n{}\n",
+                pack.hash_hex(),
+                errors.join("\n")
+            ))
+        }
+    }
+}
+
+/// Makes `new` the running pack (logged, counted); returns what to tell whoever asked.
+pub(super) fn took_effect(pack: &mut Arc<Pack>, new: Arc<Pack>, kept: &anning_detector::Reloaded, metrics: &Metrics) -> String {
     let msg = format!(
         "reloaded: pack `{}` {} (was {}); {} rule states kept, {} started afresh",
         new.name,
@@ -71,7 +81,7 @@ pub(super) fn reload_pack(
     *pack = new;
     *metrics.pack.lock().expect("lock") = (pack.name.clone(), pack.hash_hex());
     metrics.reloads.fetch_add(1, Relaxed);
-    Ok(msg + "\n")
+    msg + "\n"
 }
 
 /// Runs until `stop` is set (SIGINT/SIGTERM), then finishes the batch in hand, flushes,

@@ -4,15 +4,17 @@
 # 127.0.0.1:19095 (stopped at the end).
 #
 #   1. N generated double11 records (default 1000000) are produced to a fresh 1-partition topic.
-#   2. For each mode (checkpoints every 5 s into a fresh directory; none: rebuild from the
-#      partition's beginning) a daemon reads the stream; at half of it, `kill -9`; a new
-#      daemon starts on the same group and topic. Printed: seconds from the restart to
-#      /readyz (state rebuilt up to the committed offset) and to the end of the stream;
-#      records read again; keys restored, snapshot size and bytes per key; the shards'
-#      pause per checkpoint.
+#   2. For each mode (checkpoints every ANNING_BENCH_CHECKPOINT_MS, default 1000, into a fresh
+#      directory; none: rebuild from the partition's beginning) a daemon reads the stream; at
+#      half of it, `kill -9`; a new daemon starts on the same group and topic. Printed:
+#      seconds from the restart to the partition's assignment (the group waits out the dead
+#      member's session, 6 s), to /readyz (state rebuilt up to the committed offset) and to
+#      the end of the stream; records read again; keys restored, snapshot size and bytes per
+#      key; the shards' pause per checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-1000000}"
+ckpt_ms="${ANNING_BENCH_CHECKPOINT_MS:-1000}"
 port=19095
 brokers="127.0.0.1:$port"
 run=ops/.run/recovery
@@ -42,7 +44,7 @@ for mode in checkpoints rebuild; do
     group="g-$mode-$tag"
     args=(daemon --brokers "$brokers" --group "$group" --input-topic "in-$tag" --actions-topic "a-$mode-$tag"
           --dlq-topic "d-$mode-$tag" --shadow-topic "s-$mode-$tag" --registry "$run/ports.csv" --admin "$admin" --threads 2)
-    [[ $mode == checkpoints ]] && args+=(--checkpoint-dir "$run/ckpt" --checkpoint-interval 5000)
+    [[ $mode == checkpoints ]] && args+=(--checkpoint-dir "$run/ckpt" --checkpoint-interval "$ckpt_ms")
     "$bin" "${args[@]}" 2>"$run/$mode-1.log" &
     pid=$!
     until curl -sf "http://$admin/readyz" >/dev/null; do sleep 0.1; done
@@ -55,6 +57,8 @@ for mode in checkpoints rebuild; do
     start=$(date +%s.%N)
     "$bin" "${args[@]}" 2>"$run/$mode-2.log" &
     pid=$!
+    until awk -v a="$(metric anning_assigned_partitions)" 'BEGIN { exit !(a >= 1) }'; do sleep 0.05; done
+    assigned=$(date +%s.%N)
     until curl -sf "http://$admin/readyz" >/dev/null; do sleep 0.05; done
     ready=$(date +%s.%N)
     until awk -v l="$(metric anning_consumer_lag)" -v b="$(metric anning_batches_total)" 'BEGIN { exit !(l == 0 && b >= 1) }'; do sleep 0.05; done
@@ -62,9 +66,9 @@ for mode in checkpoints rebuild; do
     echo "== $mode: kill -9 after $read_at_kill of $n records"
     python3 -c "
 import sys
-s, r, d = map(float, sys.argv[1:4])
-print(f'   restart → ready (state up to the committed offset): {r - s:.2f} s; → end of stream: {d - s:.2f} s')
-" "$start" "$ready" "$done_at"
+s, a, r, d = map(float, sys.argv[1:5])
+print(f'   restart → partition assigned: {a - s:.2f} s; → ready (state up to the committed offset): {r - s:.2f} s ({r - a:.2f} s after assignment); → end of stream: {d - s:.2f} s')
+" "$start" "$assigned" "$ready" "$done_at"
     echo "   records read by the new daemon: $(metric anning_records_in_total); actions not produced again: $(metric anning_actions_suppressed_total)"
     if [[ $mode == checkpoints ]]; then
         echo "   restored keys: $(metric anning_restored_keys) in $(metric anning_restore_seconds) s"

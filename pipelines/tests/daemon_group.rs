@@ -84,14 +84,18 @@ fn with_one_input_partition_the_rekeyed_path_gives_replays_actions() {
     let s = scenario("group1", 250_000, &[]);
     let name = unique("group1");
     let dir = tmp("group1.ckpt");
+    let audit = tmp("group1.audit");
+    let _ = std::fs::remove_dir_all(&audit);
     let prefix = format!("{name}.rp");
+    let mut args = group_args(&prefix, dir.to_str().unwrap());
+    args.extend(["--audit", audit.to_str().unwrap()]);
     let d = Daemon::start_with(
         &brokers,
         &name,
         19925,
         &s.registry,
-        &group_args(&prefix, dir.to_str().unwrap()),
-        &[],
+        &args,
+        &[("ANNING_ADMIN_TOKEN", "s3cret"), ("ANNING_AUDIT_FLUSH_MS", "300")],
     );
     produce_partitioned(&brokers, &format!("{name}.in"), &s.input, 1);
     let want: BTreeSet<String> = ids(&s.expected).into_iter().collect();
@@ -103,7 +107,41 @@ fn with_one_input_partition_the_rekeyed_path_gives_replays_actions() {
     for a in &got {
         assert_eq!(*by_id[a["id"].as_str().unwrap()], *a, "the same action");
     }
+
+    // Release on appeal: the task that keeps the target lifts it.
+    let target = s
+        .expected
+        .iter()
+        .filter(|a| a["action"] != "alert")
+        .max_by_key(|a| a["until"].as_i64().unwrap())
+        .unwrap();
+    let body = serde_json::json!({
+        "dim": target["dim"], "key": target["key"], "reason": "appeal 12", "author": "noc-2",
+    })
+    .to_string();
+    let (code, text) = d.request(
+        "POST",
+        "/actions/release",
+        &format!(
+            "Authorization: Bearer s3cret\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(code, 200, "{text}");
+    let released: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(
+        (&released["action"], &released["key"]),
+        (&serde_json::json!("release"), &target["key"])
+    );
     assert_eq!(d.stop(), 0);
+    // Every action and the release are in the audit log.
+    let rows = anning_pipelines::audit::read(&audit).unwrap();
+    let logged: BTreeSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+    assert!(want.is_subset(&logged), "every action in the audit log");
+    assert!(
+        rows.iter()
+            .any(|r| r.action == "release" && r.id == released["id"].as_str().unwrap())
+    );
 }
 
 #[test]

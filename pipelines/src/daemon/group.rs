@@ -114,6 +114,8 @@ struct DimTask {
     merge: Merge<Record>,
     /// Next offset of the dimension partition to read.
     next: i64,
+    /// `R` of the last record run: the task's event time now (for releases).
+    last_r: i64,
 }
 
 enum Task {
@@ -171,6 +173,7 @@ impl Ctx {
                 engine: Engine::new(Arc::clone(&pack), 0, 1).only(&self.names.dims[i].0),
                 merge: Merge::new(self.upstreams),
                 next: 0,
+                last_r: i64::MIN,
             })),
         };
         let Some(store) = self.store(t) else {
@@ -428,6 +431,15 @@ pub fn run(
 
     let mut builder = RecordBuilder::default();
     let mut checkpointed = Instant::now();
+    let mut audit = match &cfg.audit_dir {
+        Some(dir) => {
+            let mut w = crate::audit::Writer::open(dir, "daemon", cfg.audit_retention_days)?;
+            w.archive_pack(&pack)?;
+            Some(w)
+        }
+        None => None,
+    };
+    let mut audit_flushed = Instant::now();
     let mut pack = pack;
     while !stop.load(Ordering::Relaxed) {
         // Reloads: every task's engine takes the new pack between batches.
@@ -438,11 +450,19 @@ pub fn run(
                 let _ = a.send(answer.clone());
             }
         }
+        // Releases on appeal: the task that keeps the target lifts it; the answer waits for
+        // the `release` action's acknowledgement.
+        let mut outs: Vec<Out> = Vec::new();
+        let mut answers = Vec::new();
+        let mut audited: Vec<crate::audit::Entry> = Vec::new();
         for (ask, answer) in reload.releases.try_iter().collect::<Vec<_>>() {
-            let _ = answer.send(Err(format!(
-                "{}:{}: release on appeal is not available with repartition = true yet; release it on the enforcement point\n",
-                ask.dim, ask.key
-            )));
+            let reply = release_here(consumer.context(), &pack, q, &ask).map(|a| {
+                metrics.releases.fetch_add(1, Relaxed);
+                outs.push(action_out(&a, now_ms(), a.ts));
+                audited.push(crate::audit::Entry::from_action(&a, "daemon", Some(&ask.author)));
+                serde_json::to_string(&a).unwrap_or_default() + "\n"
+            });
+            answers.push((answer, reply));
         }
         let en = Enricher::new(&pack, registry);
 
@@ -500,7 +520,6 @@ pub fn run(
         }
 
         // 2. Process, in arrival order per task.
-        let mut outs: Vec<Out> = Vec::new();
         let mut commits: BTreeMap<TaskId, i64> = BTreeMap::new();
         {
             let ctx = consumer.context();
@@ -634,11 +653,26 @@ pub fn run(
                     continue;
                 }
                 outs.push(action_out(&a, now_ms(), ts));
+                if audit.is_some() {
+                    audited.push(crate::audit::Entry::from_action(&a, "daemon", None));
+                }
             }
         }
 
         // 3. Produce, wait for every acknowledgement, commit.
         deliver(&producer, cfg, &outs, &drx, &metrics, &stop)?;
+        for (answer, reply) in answers {
+            let _ = answer.send(reply);
+        }
+        if let Some(w) = &mut audit {
+            for e in audited {
+                w.push(e);
+            }
+            if w.pending() > 0 && audit_flushed.elapsed() >= Duration::from_millis(cfg.audit_flush_ms) {
+                super::release::flush_audit(w, &metrics);
+                audit_flushed = Instant::now();
+            }
+        }
         if !commits.is_empty() {
             let names = &consumer.context().names;
             let mut tpl = TopicPartitionList::new();
@@ -691,6 +725,9 @@ pub fn run(
     }
     use rdkafka::producer::Producer as _;
     producer.flush(Duration::from_secs(30)).context("flush at shutdown")?;
+    if let Some(w) = &mut audit {
+        super::release::flush_audit(w, &metrics);
+    }
     Ok(())
 }
 
@@ -778,12 +815,46 @@ fn route(
 fn merge_run(t: TaskId, dt: &mut DimTask, lateness: i64, out: &mut Vec<(TaskId, i64, Action, i64)>) {
     let mut acts = Vec::new();
     while let Some(x) = dt.merge.pop() {
+        dt.last_r = x.r;
         dt.engine.process(&x.item, x.r.saturating_sub(lateness), &mut acts);
         acts.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
         for a in acts.drain(..) {
             out.push((t, x.q_off, a, x.item.ts));
         }
     }
+}
+
+/// Lifts what `ask`'s target is under, if this daemon holds the task that keeps it (the
+/// target's dimension partition); otherwise says which partition does (ask every daemon of
+/// the group: one answers with the `release` action).
+fn release_here(ctx: &Ctx, pack: &Pack, q: i32, ask: &super::ReleaseAsk) -> Result<Action, String> {
+    let Some(d) = pack.dims.iter().position(|x| x.name() == ask.dim) else {
+        return Err(format!("no rule keys by `{}`\n", ask.dim));
+    };
+    let dim = &pack.dims[d];
+    let parts: Vec<&str> = ask.key.splitn(dim.parts.len(), '+').collect();
+    let hash = anning_detector::engine::key_hash(anning_detector::engine::dim_seed(dim), &parts);
+    let part = shard_of(hash, q as u64) as i32;
+    let Some(i) = ctx.names.dims.iter().position(|(n, _)| *n == ask.dim) else {
+        return Err(format!("no task keeps `{}`\n", ask.dim));
+    };
+    let t = TaskId::Dim(i, part);
+    let mut sh = ctx.shared.lock().expect("lock");
+    let Some(Task::Dim(dt)) = sh.tasks.get_mut(&t) else {
+        return Err(format!(
+            "{}:{} is kept by partition {part} of {}, which another daemon of the group holds: ask that one\n",
+            ask.dim,
+            anning_detector::mask::mask_number(&ask.key),
+            ctx.names.dims[i].1
+        ));
+    };
+    let reason = format!("{} (by {})", ask.reason, ask.author);
+    let ts = dt.last_r.max(0);
+    let shown = anning_detector::mask::mask_number(&ask.key);
+    dt.engine
+        .release(&ask.dim, &ask.key, ts, &reason)
+        .inspect(|_| tracing::info!(target = %format!("{}:{shown}", ask.dim), author = %ask.author, "released"))
+        .ok_or_else(|| format!("{}:{} is under no action in force\n", ask.dim, ask.key))
 }
 
 /// Hands a new pack to every task's engine between batches.

@@ -122,9 +122,12 @@ enum Topic {
     Named(Arc<str>, Option<i32>),
 }
 
+/// A delivery report: the message's index in the batch, and whether the broker took it.
+type Ack = (usize, Result<(), String>);
+
 /// Receives delivery reports on the producer's thread and hands them to the main loop.
 struct Delivery {
-    tx: Sender<(usize, Result<(), String>)>,
+    tx: Sender<Ack>,
 }
 
 impl ClientContext for Delivery {}
@@ -255,7 +258,7 @@ fn client_config(cfg: &DaemonConfig, extra: &BTreeMap<String, String>) -> Client
 
 /// The idempotent producer for actions, dead letters and internal topics, with the channel
 /// its delivery reports arrive on.
-fn producer(cfg: &DaemonConfig) -> Result<(ThreadedProducer<Delivery>, Receiver<(usize, Result<(), String>)>)> {
+fn producer(cfg: &DaemonConfig) -> Result<(ThreadedProducer<Delivery>, Receiver<Ack>)> {
     let (tx, rx) = unbounded();
     let mut pconf = client_config(cfg, &cfg.producer);
     for (k, v) in [
@@ -730,7 +733,7 @@ fn deliver(
     producer: &ThreadedProducer<Delivery>,
     cfg: &DaemonConfig,
     outs: &[Out],
-    acks: &Receiver<(usize, Result<(), String>)>,
+    acks: &Receiver<Ack>,
     metrics: &Metrics,
     stop: &AtomicBool,
 ) -> Result<()> {

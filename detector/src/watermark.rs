@@ -132,6 +132,11 @@ impl Partitioned {
         Verdict::Process { ts, wm: self.floor }
     }
 
+    /// The largest event time `partition` has carried (`None` before its first record).
+    pub fn max_of(&self, partition: i32) -> Option<i64> {
+        self.max_ts.get(&partition).copied().filter(|m| *m != i64::MIN)
+    }
+
     /// What a checkpoint keeps: each partition's maximum event time and the floor.
     pub fn state(&self) -> PartitionedState {
         PartitionedState {

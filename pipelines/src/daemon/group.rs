@@ -431,14 +431,7 @@ pub fn run(
 
     let mut builder = RecordBuilder::default();
     let mut checkpointed = Instant::now();
-    let mut audit = match &cfg.audit_dir {
-        Some(dir) => {
-            let mut w = crate::audit::Writer::open(dir, "daemon", cfg.audit_retention_days)?;
-            w.archive_pack(&pack)?;
-            Some(w)
-        }
-        None => None,
-    };
+    let mut audit = super::open_audit(cfg, &pack)?;
     let mut audit_flushed = Instant::now();
     let mut pack = pack;
     while !stop.load(Ordering::Relaxed) {
@@ -453,17 +446,14 @@ pub fn run(
         // Releases on appeal: the task that keeps the target lifts it; the answer waits for
         // the `release` action's acknowledgement.
         let mut outs: Vec<Out> = Vec::new();
-        let mut answers = Vec::new();
         let mut audited: Vec<crate::audit::Entry> = Vec::new();
-        for (ask, answer) in reload.releases.try_iter().collect::<Vec<_>>() {
-            let reply = release_here(consumer.context(), &pack, q, &ask).map(|a| {
-                metrics.releases.fetch_add(1, Relaxed);
-                outs.push(action_out(&a, now_ms(), a.ts));
-                audited.push(crate::audit::Entry::from_action(&a, "daemon", Some(&ask.author)));
-                serde_json::to_string(&a).unwrap_or_default() + "\n"
-            });
-            answers.push((answer, reply));
-        }
+        let answers = super::release::take(
+            &reload.releases,
+            |ask| release_here(consumer.context(), &pack, q, ask),
+            &metrics,
+            &mut outs,
+            &mut audited,
+        );
         let en = Enricher::new(&pack, registry);
 
         // 1. Gather.
@@ -591,7 +581,7 @@ pub fn run(
             // Progress announcements of the input tasks, when they changed.
             for (t, task) in tasks.iter_mut() {
                 if let (TaskId::Input(p), Task::Input(it)) = (t, task) {
-                    let r = it.wm.state().max_ts.get(p).copied().unwrap_or(i64::MIN);
+                    let r = it.wm.max_of(*p).unwrap_or(i64::MIN);
                     let idle = !fed.contains_key(t)
                         && lag.get(p).is_some_and(|l| *l == 0)
                         && it.last_fed.elapsed() >= Duration::from_millis(cfg.idle_ms);
@@ -665,13 +655,8 @@ pub fn run(
             let _ = answer.send(reply);
         }
         if let Some(w) = &mut audit {
-            for e in audited {
-                w.push(e);
-            }
-            if w.pending() > 0 && audit_flushed.elapsed() >= Duration::from_millis(cfg.audit_flush_ms) {
-                super::release::flush_audit(w, &metrics);
-                audit_flushed = Instant::now();
-            }
+            let every = Some(Duration::from_millis(cfg.audit_flush_ms));
+            super::release::keep_audit(w, audited, every, &mut audit_flushed, &metrics);
         }
         if !commits.is_empty() {
             let names = &consumer.context().names;
@@ -749,21 +734,7 @@ fn route(
     outs: &mut Vec<Out>,
 ) {
     let dlq = |reason: &str, detail: &str, col: Option<u64>| {
-        let mut headers = vec![
-            ("anning.reason", reason.as_bytes().to_vec()),
-            ("anning.detail", detail.as_bytes().to_vec()),
-            ("anning.source", format!("{}/{p}@{}", ctx.names.input, g.offset).into_bytes()),
-        ];
-        if let Some(c) = col {
-            headers.push(("anning.col", c.to_string().into_bytes()));
-        }
-        Out {
-            topic: Topic::Dlq,
-            key: g.key.clone(),
-            payload: g.payload.clone(),
-            headers,
-            action: None,
-        }
+        super::dead_letter_of((&ctx.names.input, p, g.offset), &g.key, &g.payload, (reason, detail, col))
     };
     match decode(Some(&g.payload), builder, en) {
         Ok(rec) => {
@@ -775,7 +746,7 @@ fn route(
                     if below {
                         return;
                     }
-                    let r = it.wm.state().max_ts.get(&p).copied().unwrap_or(ts);
+                    let r = it.wm.max_of(p).unwrap_or(ts);
                     let json = rec.to_json().into_bytes();
                     for (d, key, hash) in Engine::keys_of(pack, &rec) {
                         let part = shard_of(hash, q as u64) as i32;
@@ -827,7 +798,7 @@ fn merge_run(t: TaskId, dt: &mut DimTask, lateness: i64, out: &mut Vec<(TaskId, 
 /// Lifts what `ask`'s target is under, if this daemon holds the task that keeps it (the
 /// target's dimension partition); otherwise says which partition does (ask every daemon of
 /// the group: one answers with the `release` action).
-fn release_here(ctx: &Ctx, pack: &Pack, q: i32, ask: &super::ReleaseAsk) -> Result<Action, String> {
+fn release_here(ctx: &Ctx, pack: &Pack, q: i32, ask: &super::ReleaseAsk) -> Result<Option<Action>, String> {
     let Some(d) = pack.dims.iter().position(|x| x.name() == ask.dim) else {
         return Err(format!("no rule keys by `{}`\n", ask.dim));
     };
@@ -849,12 +820,7 @@ fn release_here(ctx: &Ctx, pack: &Pack, q: i32, ask: &super::ReleaseAsk) -> Resu
         ));
     };
     let reason = format!("{} (by {})", ask.reason, ask.author);
-    let ts = dt.last_r.max(0);
-    let shown = anning_detector::mask::mask_number(&ask.key);
-    dt.engine
-        .release(&ask.dim, &ask.key, ts, &reason)
-        .inspect(|_| tracing::info!(target = %format!("{}:{shown}", ask.dim), author = %ask.author, "released"))
-        .ok_or_else(|| format!("{}:{} is under no action in force\n", ask.dim, ask.key))
+    Ok(dt.engine.release(&ask.dim, &ask.key, dt.last_r.max(0), &reason))
 }
 
 /// Hands a new pack to every task's engine between batches.

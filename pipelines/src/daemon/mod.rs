@@ -344,24 +344,45 @@ fn decode(payload: Option<&[u8]>, b: &mut RecordBuilder, en: Enricher<'_>) -> Re
 }
 
 fn dead_letter(m: &BorrowedMessage<'_>, reason: &str, detail: &str, col: Option<u64>) -> Out {
+    dead_letter_of(
+        (m.topic(), m.partition(), m.offset()),
+        m.key().unwrap_or_default(),
+        m.payload().unwrap_or_default(),
+        (reason, detail, col),
+    )
+}
+
+/// A dead letter: the original key and bytes, with the reason, detail, source
+/// (`topic/partition@offset`) and column as headers.
+fn dead_letter_of(
+    (topic, partition, offset): (&str, i32, i64),
+    key: &[u8],
+    payload: &[u8],
+    (reason, detail, col): (&str, &str, Option<u64>),
+) -> Out {
     let mut headers = vec![
         ("anning.reason", reason.as_bytes().to_vec()),
         ("anning.detail", detail.as_bytes().to_vec()),
-        (
-            "anning.source",
-            format!("{}/{}@{}", m.topic(), m.partition(), m.offset()).into_bytes(),
-        ),
+        ("anning.source", format!("{topic}/{partition}@{offset}").into_bytes()),
     ];
     if let Some(c) = col {
         headers.push(("anning.col", c.to_string().into_bytes()));
     }
     Out {
         topic: Topic::Dlq,
-        key: m.key().unwrap_or_default().to_vec(),
-        payload: m.payload().unwrap_or_default().to_vec(),
+        key: key.to_vec(),
+        payload: payload.to_vec(),
         headers,
         action: None,
     }
+}
+
+/// The audit log, when configured, with the running pack archived in it.
+fn open_audit(cfg: &DaemonConfig, pack: &Pack) -> Result<Option<crate::audit::Writer>> {
+    let Some(dir) = &cfg.audit_dir else { return Ok(None) };
+    let mut w = crate::audit::Writer::open(dir, "daemon", cfg.audit_retention_days)?;
+    w.archive_pack(pack)?;
+    Ok(Some(w))
 }
 
 fn action_out(a: &Action, ingested_ms: i64, event_ts: i64) -> Out {
@@ -451,18 +472,11 @@ pub fn run(
     let mut builder = RecordBuilder::default();
     let mut caught_up: BTreeSet<i32> = BTreeSet::new();
     let mut known: BTreeSet<i32> = BTreeSet::new();
-    // Next offset to handle per partition, over this process's life.
     // Where the restored snapshot ended (its audit rows were written up to there).
     let resumed = resume.clone();
+    // Next offset to handle per partition, over this process's life.
     let mut done: HashMap<i32, i64> = resume.into_iter().collect();
-    let mut audit = match &cfg.audit_dir {
-        Some(dir) => {
-            let mut w = crate::audit::Writer::open(dir, "daemon", cfg.audit_retention_days)?;
-            w.archive_pack(&pack)?;
-            Some(w)
-        }
-        None => None,
-    };
+    let mut audit = open_audit(cfg, &pack)?;
     let mut audit_flushed = Instant::now();
     let mut checkpointed = Instant::now();
     // The offsets the last snapshot covered: an idle daemon writes no new ones.
@@ -497,7 +511,14 @@ pub fn run(
             rrx: &rrx,
             threads,
         };
-        let answers = release::take(&reload.releases, wm.current().max(0), &shards, &metrics, &mut outs, &mut audited);
+        let now = wm.current().max(0);
+        let answers = release::take(
+            &reload.releases,
+            |ask| release::on_shards(ask, now, &shards),
+            &metrics,
+            &mut outs,
+            &mut audited,
+        );
         // State changed without new offsets: the next checkpoint must not be skipped.
         dirty |= !answers.is_empty();
         let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
@@ -628,15 +649,10 @@ pub fn run(
             let _ = answer.send(reply);
         }
         if let Some(w) = &mut audit {
-            for e in audited {
-                w.push(e);
-            }
             // With checkpoints the rows are written with each snapshot instead, so the audit
             // log holds exactly the actions of the records the snapshot covers.
-            if store.is_none() && w.pending() > 0 && audit_flushed.elapsed() >= Duration::from_millis(cfg.audit_flush_ms) {
-                release::flush_audit(w, &metrics);
-                audit_flushed = Instant::now();
-            }
+            let every = store.is_none().then(|| Duration::from_millis(cfg.audit_flush_ms));
+            release::keep_audit(w, audited, every, &mut audit_flushed, &metrics);
         }
 
         // 4. Commit.

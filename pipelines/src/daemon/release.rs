@@ -4,6 +4,7 @@
 //! the audit log with who released and why.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
 use anning_detector::Action;
 use serde::Deserialize;
@@ -54,20 +55,20 @@ pub(super) struct Shards<'a> {
 /// An answer to send once the batch's messages are acknowledged.
 pub(super) type Answer = (crossbeam_channel::Sender<Result<String, String>>, Result<String, String>);
 
-/// Carries out the releases asked for since the last batch, at event time `ts`: each
-/// `release` action joins the batch's messages and audit rows; the answers wait for the
-/// batch to be acknowledged.
+/// Carries out the releases asked for since the last batch with `lift` (the `release`
+/// action, `None` when nothing was in force, or why this daemon cannot): each `release`
+/// action joins the batch's messages and audit rows; the answers wait for the batch to be
+/// acknowledged.
 pub(super) fn take(
     requests: &crossbeam_channel::Receiver<ReleaseRequest>,
-    ts: i64,
-    shards: &Shards<'_>,
+    mut lift: impl FnMut(&ReleaseAsk) -> Result<Option<Action>, String>,
     metrics: &Metrics,
     outs: &mut Vec<Out>,
     audited: &mut Vec<Entry>,
 ) -> Vec<Answer> {
     let mut answers = Vec::new();
     for (ask, answer) in requests.try_iter().collect::<Vec<_>>() {
-        let reply = match release(&ask, ts, shards) {
+        let reply = match lift(&ask) {
             Ok(Some(a)) => {
                 metrics.releases.fetch_add(1, Relaxed);
                 let target = format!("{}:{}", a.dim, anning_detector::mask::mask_number(&a.key));
@@ -82,6 +83,19 @@ pub(super) fn take(
         answers.push((answer, reply));
     }
     answers
+}
+
+/// Buffers a batch's audit rows (once its messages are acknowledged) and writes what is
+/// buffered when `every` has passed since the last write; `None`: the caller writes them
+/// (with checkpoints).
+pub(super) fn keep_audit(w: &mut Writer, rows: Vec<Entry>, every: Option<Duration>, flushed: &mut Instant, metrics: &Metrics) {
+    for e in rows {
+        w.push(e);
+    }
+    if every.is_some_and(|every| w.pending() > 0 && flushed.elapsed() >= every) {
+        flush_audit(w, metrics);
+        *flushed = Instant::now();
+    }
 }
 
 /// Writes the buffered audit rows, counting what was written and what failed.
@@ -102,7 +116,7 @@ pub(super) fn flush_audit(w: &mut Writer, metrics: &Metrics) {
 
 /// Asks every shard to release the target at event time `ts`; the owner answers with the
 /// `release` action, or `None` when nothing was in force.
-fn release(ask: &ReleaseAsk, ts: i64, shards: &Shards<'_>) -> Result<Option<Action>, String> {
+pub(super) fn on_shards(ask: &ReleaseAsk, ts: i64, shards: &Shards<'_>) -> Result<Option<Action>, String> {
     let (txs, rrx, threads) = (shards.txs, shards.rrx, shards.threads);
     let reason = format!("{} (by {})", ask.reason, ask.author);
     for tx in txs {

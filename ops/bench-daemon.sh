@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ops/bench-daemon.sh [N] — the daemon through a local broker, beside a bare rdkafka consumer
+# ops/bench-daemon.sh [N] — (part of ops/bench.sh) the daemon through a local broker, beside a bare rdkafka consumer
 # reading the same topic, and latency at a fixed rate. Release builds; a broker of its own on
 # 127.0.0.1:19094 (stopped at the end).
 #
@@ -21,9 +21,10 @@ mkdir -p "$run"
 export ANNING_BROKER_PORT=$port
 trap 'kill $(jobs -p) 2>/dev/null || true; ops/broker.sh stop >/dev/null || true' EXIT
 ops/broker.sh start
-cargo build --release --locked -p anning-pipelines -p anning-benches
-bin=./target/release/anning
-bench=./target/release/anning-bench
+cargo build --release --locked --no-default-features -p anning-pipelines -p anning-benches
+target="${CARGO_TARGET_DIR:-target}"
+bin="$target/release/anning"
+bench="$target/release/anning-bench"
 tag="$(date +%s)"
 
 metric() { # sum of a metric family on the daemon's admin port

@@ -6,10 +6,17 @@
 //! - `anning-bench bare-consume BROKERS TOPIC N`: reads N messages of every partition of
 //!   TOPIC from the beginning with a bare rdkafka `BaseConsumer` (the floor the daemon is
 //!   compared against) and prints messages/s from the first message to the Nth.
+//! - `anning-bench sliding N KEYS HOURS`: a 1 h window sliding by 1 s against one sliding by
+//!   60 s on the same records (the cost of a window must not grow with length/slide).
+//! - `anning-bench keys N`: resident memory per active key under the full default pack.
 
 use std::borrow::Cow;
 use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::sync::Arc;
 use std::time::Instant;
+
+use anning_detector::{Engine, Enricher, Record, RecordBuilder, Registry, Slot};
+use anning_rules::{RecordKind, compile, default_pack};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -36,6 +43,10 @@ struct Bare<'a> {
     dur: Option<f64>,
 }
 
+/// The same allocator as `anning`, so engine figures here match the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -47,6 +58,12 @@ fn main() -> Result<()> {
             anning_fixtures::mixed(&anning_fixtures::Mix::new(n, seed), &mut out)?;
             out.flush()?;
         }
+        Some("sliding") if args.len() == 4 => sliding(
+            args[1].parse().context("N")?,
+            args[2].parse().context("KEYS")?,
+            args[3].parse().context("HOURS")?,
+        )?,
+        Some("keys") if args.len() == 2 => keys(args[1].parse().context("N")?)?,
         Some("bare-parse") if args.len() == 2 => {
             let started = Instant::now();
             let mut r = BufReader::with_capacity(1 << 20, std::fs::File::open(&args[1])?);
@@ -65,7 +82,9 @@ fn main() -> Result<()> {
                 ok as f64 / s
             );
         }
-        _ => bail!("usage: anning-bench mixed N FILE [SEED] | anning-bench bare-parse FILE | anning-bench bare-consume BROKERS TOPIC N"),
+        _ => bail!(
+            "usage: anning-bench mixed N FILE [SEED] | anning-bench bare-parse FILE | anning-bench bare-consume BROKERS TOPIC N | anning-bench sliding N KEYS HOURS | anning-bench keys N"
+        ),
     }
     Ok(())
 }
@@ -105,5 +124,97 @@ fn bare_consume(brokers: &str, topic: &str, n: u64) -> Result<()> {
         "bare-consume: {got} messages ({bytes} bytes) in {secs:.2} s: {:.0} messages/s",
         got as f64 / secs
     );
+    Ok(())
+}
+
+/// Resident set size of this process in bytes (Linux `/proc/self/statm`).
+fn rss() -> Result<u64> {
+    let s = std::fs::read_to_string("/proc/self/statm").context("/proc/self/statm")?;
+    let pages: u64 = s.split_whitespace().nth(1).context("statm: no resident field")?.parse()?;
+    Ok(pages * 4096)
+}
+
+/// A subscriber number for index `i` (11 digits, mobile prefix 13x).
+fn subscriber(i: u64) -> String {
+    format!("13{:09}", i % 1_000_000_000)
+}
+
+/// The sliding-window cost against its slide: one `rate` rule of a 1 h window keyed by `src`,
+/// sliding by 1 s and then by 60 s, over the same `n` records of `keys` senders spread over
+/// `hours` of event time in order. Prints records/s of each and their ratio.
+fn sliding(n: u64, keys: u64, hours: u64) -> Result<()> {
+    let registry = Registry::default();
+    let span = hours as i64 * 3_600_000;
+    let t0 = 1_794_297_600_000i64;
+    let mut rates = Vec::new();
+    for slide in ["1s", "60s"] {
+        let pack = Arc::new(
+            compile(&format!(
+                "[[rule]]\nid = \"v\"\nkind = \"rate\"\ndim = \"src\"\nwindow = \"1h\"\nslide = \"{slide}\"\nthreshold = 1000000\nladder = [{{ action = \"alert\", for = \"1h\" }}]\n"
+            ))
+            .map_err(|e| anyhow::anyhow!("pack: {e:?}"))?,
+        );
+        let en = Enricher::new(&pack, &registry);
+        let mut b = RecordBuilder::default();
+        let recs: Vec<Record> = (0..n)
+            .map(|i| {
+                let k = (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) % keys;
+                b.clear();
+                b.set(Slot::Src, &subscriber(k));
+                b.set(Slot::Dst, "13900000000");
+                b.finish(en, t0 + (i as i64 * span) / n as i64, RecordKind::Sms, None, None, None)
+            })
+            .collect();
+        let mut engine = Engine::new(Arc::clone(&pack), 0, 1);
+        let mut out = Vec::new();
+        let started = Instant::now();
+        for r in &recs {
+            engine.process(r, r.ts - 2_000, &mut out);
+        }
+        let s = started.elapsed().as_secs_f64();
+        let rate = n as f64 / s;
+        println!(
+            "sliding 1h by {slide}: {n} records, {keys} keys over {hours} h in {s:.3} s = {rate:.0} records/s ({} keys held)",
+            engine.stats().keys
+        );
+        rates.push(rate);
+    }
+    println!("sliding ratio (1 s slide / 60 s slide): {:.2}", rates[0] / rates[1]);
+    Ok(())
+}
+
+/// State per active key: `n` subscribers each send one message to another subscriber within
+/// one minute of event time under the full default pack (one shard). Prints the resident
+/// memory grown per sender and per (dim, key) entry held.
+fn keys(n: u64) -> Result<()> {
+    let pack = Arc::new(default_pack());
+    let registry = Registry::default();
+    let en = Enricher::new(&pack, &registry);
+    let mut engine = Engine::new(Arc::clone(&pack), 0, 1);
+    let mut out = Vec::new();
+    let mut b = RecordBuilder::default();
+    let t0 = 1_794_297_600_000i64;
+    let before = rss()?;
+    let started = Instant::now();
+    for i in 0..n {
+        b.clear();
+        b.set(Slot::Src, &subscriber(i));
+        // Everyone writes to someone else; recipients are as many as senders.
+        b.set(Slot::Dst, &subscriber(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % n + n));
+        b.set(Slot::Text, "晚上一起吃饭吗？我七点到");
+        let r = b.finish(en, t0 + (i as i64 * 60_000) / n as i64, RecordKind::Sms, None, None, None);
+        engine.process(&r, t0 - 2_000, &mut out);
+    }
+    let s = started.elapsed().as_secs_f64();
+    let grown = rss()?.saturating_sub(before);
+    let entries = engine.stats().keys;
+    println!(
+        "keys: {n} senders ({entries} (dim, key) entries) in {s:.2} s; resident memory grew {:.1} MiB: {:.0} B per sender, {:.0} B per entry; 10 M senders ≈ {:.2} GiB",
+        grown as f64 / (1 << 20) as f64,
+        grown as f64 / n as f64,
+        grown as f64 / entries.max(1) as f64,
+        grown as f64 / n as f64 * 1e7 / (1u64 << 30) as f64,
+    );
+    drop(engine);
     Ok(())
 }

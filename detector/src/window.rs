@@ -5,6 +5,8 @@
 //! `h - w + 1 ..= h`. Counts are evaluated at the key's head (its latest bin): records that
 //! arrive out of order still count while their bin is inside that window.
 
+use smallvec::SmallVec;
+
 /// Which part of its life a window is in (for logs and tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowState {
@@ -23,28 +25,43 @@ impl std::fmt::Display for WindowState {
     }
 }
 
-/// A ring of per-bin counts with the running sum of the `w` bins ending at `head`.
+/// One bin holding a count: (bin index, count).
+type Bin = (i64, u32);
+
+/// The per-bin counts of a window with the running sum of the `w` bins ending at `head`.
+///
+/// Sparse: only bins that hold a count take room, oldest first, so a window's cost follows
+/// the records it holds, not its length over its slide (a 1 h window sliding by 1 s costs no
+/// more than one sliding by 1 min), and a key seen once holds one bin without allocating.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BinRing {
-    /// Count per bin; bin `b` lives at `b mod len`. Holds bins `head - len + 1 ..= head`.
-    bins: Box<[u32]>,
+    /// Bins with a count, ascending; `bins[start..]` are live, all within
+    /// `head - cap + 1 ..= head`. A bin whose count was taken back to zero may stay until it
+    /// leaves the ring.
+    bins: SmallVec<[Bin; 1]>,
+    /// Bins before this index have left the ring (dropped in bulk, see `advance`).
+    start: u32,
+    /// Window length in bins (≤ `cap`).
+    w: u32,
+    /// Bins of history kept: `head - cap + 1 ..= head`.
+    cap: u32,
     /// Latest bin index seen; `i64::MIN` before the first record.
     head: i64,
     /// Sum of the `w` bins ending at `head`.
     sum: u64,
-    /// Window length in bins (≤ `bins.len()`).
-    w: i64,
 }
 
 impl BinRing {
     /// A ring for windows of `w` bins that keeps `cap ≥ w` bins of history.
     pub fn new(w: usize, cap: usize) -> Self {
-        assert!(w >= 1 && cap >= w);
+        assert!(w >= 1 && cap >= w && cap <= u32::MAX as usize);
         BinRing {
-            bins: vec![0; cap].into_boxed_slice(),
+            bins: SmallVec::new(),
+            start: 0,
+            w: w as u32,
+            cap: cap as u32,
             head: i64::MIN,
             sum: 0,
-            w: w as i64,
         }
     }
 
@@ -60,8 +77,13 @@ impl BinRing {
         self.head
     }
 
-    fn slot(&self, bin: i64) -> usize {
-        bin.rem_euclid(self.bins.len() as i64) as usize
+    /// Window length in bins.
+    pub fn w(&self) -> i64 {
+        self.w as i64
+    }
+
+    fn live(&self) -> &[Bin] {
+        &self.bins[self.start as usize..]
     }
 
     /// Moves the head forward to `bin`, dropping bins that fall out of the ring.
@@ -73,33 +95,51 @@ impl BinRing {
         if bin <= self.head {
             return;
         }
-        let cap = self.bins.len() as i64;
-        if bin - self.head >= cap {
-            self.bins.iter_mut().for_each(|b| *b = 0);
-            self.sum = 0;
-        } else {
-            for b in self.head + 1..=bin {
-                // Bin leaving the window ending at the new head.
-                let out = b - self.w;
-                if out > self.head - self.w {
-                    self.sum -= self.bins[self.slot(out)] as u64;
-                }
-                let s = self.slot(b);
-                self.bins[s] = 0;
+        let (w, cap) = (self.w as i64, self.cap as i64);
+        let (was_from, from, keep_from) = (self.head - w, bin - w, bin - cap);
+        let mut i = self.start as usize;
+        // Ascending: the bins leaving the window are a prefix of the live ones, and those
+        // leaving the ring a prefix of that.
+        while let Some(&(b, n)) = self.bins.get(i) {
+            if b > from {
+                break;
             }
+            if b > was_from {
+                self.sum -= n as u64;
+            }
+            if b <= keep_from {
+                self.start = i as u32 + 1;
+            }
+            i += 1;
         }
         self.head = bin;
+        let start = self.start as usize;
+        if start == self.bins.len() {
+            self.bins.clear();
+            self.start = 0;
+        } else if start >= 8 && start * 2 >= self.bins.len() {
+            self.bins.drain(..start);
+            self.start = 0;
+        }
     }
 
     /// Adds `n` to `bin` if the ring still holds it; returns whether it did.
     pub fn add(&mut self, bin: i64, n: u32) -> bool {
         self.advance(bin);
-        if bin <= self.head - self.bins.len() as i64 {
+        if bin <= self.head - self.cap as i64 {
             return false;
         }
-        let s = self.slot(bin);
-        self.bins[s] = self.bins[s].saturating_add(n);
-        if bin > self.head - self.w {
+        let start = self.start as usize;
+        let live = self.bins.len() > start;
+        match self.bins.last_mut() {
+            Some(last) if live && last.0 == bin => last.1 = last.1.saturating_add(n),
+            Some(last) if live && last.0 > bin => match self.bins[start..].binary_search_by_key(&bin, |x| x.0) {
+                Ok(i) => self.bins[start + i].1 = self.bins[start + i].1.saturating_add(n),
+                Err(i) => self.bins.insert(start + i, (bin, n)),
+            },
+            _ => self.bins.push((bin, n)),
+        }
+        if bin > self.head - self.w as i64 {
             self.sum += n as u64;
         }
         true
@@ -107,13 +147,15 @@ impl BinRing {
 
     /// Takes `n` back from `bin` (used by distinct counting when a value moves bins).
     pub fn sub(&mut self, bin: i64, n: u32) {
-        if bin > self.head || bin <= self.head - self.bins.len() as i64 {
+        if bin > self.head || bin <= self.head - self.cap as i64 {
             return;
         }
-        let s = self.slot(bin);
-        self.bins[s] -= n;
-        if bin > self.head - self.w {
-            self.sum -= n as u64;
+        let start = self.start as usize;
+        if let Ok(i) = self.bins[start..].binary_search_by_key(&bin, |x| x.0) {
+            self.bins[start + i].1 -= n;
+            if bin > self.head - self.w as i64 {
+                self.sum -= n as u64;
+            }
         }
     }
 
@@ -127,7 +169,7 @@ impl BinRing {
         if self.head == i64::MIN {
             i64::MIN
         } else {
-            self.head - self.bins.len() as i64 + 1
+            self.head - self.cap as i64 + 1
         }
     }
 
@@ -136,14 +178,16 @@ impl BinRing {
         if self.head == i64::MIN {
             return 0;
         }
-        let lo = from.max(self.head - self.bins.len() as i64 + 1);
+        let lo = from.max(self.head - self.cap as i64 + 1);
         let hi = to.min(self.head);
-        (lo..=hi).map(|b| self.bins[self.slot(b)] as u64).sum()
+        let live = self.live();
+        let i = live.partition_point(|x| x.0 < lo);
+        live[i..].iter().take_while(|x| x.0 <= hi).map(|x| x.1 as u64).sum()
     }
 
     /// Whether nothing in the ring could still count toward a window ending at or after `bin`.
     pub fn is_empty_at(&self, bin: i64) -> bool {
-        self.head == i64::MIN || self.head <= bin - self.w
+        self.head == i64::MIN || self.head <= bin - self.w as i64
     }
 }
 
@@ -201,7 +245,7 @@ impl SlidingDistinct {
     /// Notes `value` seen in `bin`; returns the distinct count of the window at the head.
     pub fn add(&mut self, bin: i64, value: u64) -> u64 {
         self.ring.advance(bin);
-        let floor = self.ring.head() - self.ring.w;
+        let floor = self.ring.head() - self.ring.w();
         if bin <= floor {
             return self.ring.sum();
         }

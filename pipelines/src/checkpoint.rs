@@ -12,7 +12,7 @@
 //! The newest `keep` are kept; a snapshot that does not read back (corrupt, truncated, another
 //! format version, another topic or group) is reported by name and the previous one is tried.
 //!
-//! # Format (version 1)
+//! # Format (version 2: sparse window bins; version 1 files are reported as another format)
 //! ```text
 //! 0..8    magic "ANNSNAP\n"
 //! 8..12   format version, u32 little-endian
@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 pub const MAGIC: &[u8; 8] = b"ANNSNAP\n";
 /// The format this build writes and reads.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 const HEADER: usize = 28;
 
 /// What a snapshot says besides the keyed state. `J` is the joins: borrowed to write, owned
@@ -470,11 +470,14 @@ mod tests {
         let msg = store.load(|_| Ok(())).unwrap().failures[0].to_string();
         assert!(msg.contains("truncated"), "{msg}");
         // Another format version.
-        let mut v2 = good.clone();
-        v2[8] = 2;
-        fs::write(&newest, &v2).unwrap();
+        let mut other = good.clone();
+        other[8..12].copy_from_slice(&(FORMAT + 1).to_le_bytes());
+        fs::write(&newest, &other).unwrap();
         let msg = store.load(|_| Ok(())).unwrap().failures[0].to_string();
-        assert!(msg.contains("format 2, this build reads format 1"), "{msg}");
+        assert!(
+            msg.contains(&format!("format {}, this build reads format {FORMAT}", FORMAT + 1)),
+            "{msg}"
+        );
         // Not a snapshot at all.
         fs::write(&newest, b"hello").unwrap();
         let msg = store.load(|_| Ok(())).unwrap().failures[0].to_string();

@@ -1,6 +1,7 @@
 //! Integration tests of the detector: windows against naive models, and the engine on
-//! threshold dodgers and greeting rounds.
+//! threshold dodgers and greeting rounds, cold keys against warm ones.
 
+mod cold_keys;
 mod dodgers;
 mod reload;
 mod support;

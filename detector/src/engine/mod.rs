@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::collections::{HashMap, VecDeque};
 
 use anning_rules::{ActionKind, Field, Filter, Pack, Rule, RuleKind, Step};
+use compact_str::CompactString;
 use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -27,11 +28,14 @@ use crate::record::{Record, Slot};
 use crate::window::{SlidingCount, SlidingDistinct};
 use anning_rules::duration::format_duration_ms as dur;
 
+mod cold;
 mod explain;
 mod policy;
 mod reload;
 mod snapshot;
+mod step;
 
+use cold::ColdPlan;
 use explain::{Hit, action, explain};
 pub use policy::Allowed;
 use policy::{Policy, allow_map};
@@ -66,17 +70,15 @@ enum Window {
     Count(SlidingCount),
     /// With the latest distinct values (up to [`SAMPLES`], kept once the count is within
     /// that many of the threshold), for evidence.
-    Distinct(SlidingDistinct, VecDeque<Box<str>>),
-    Near(NearLimit),
+    Distinct(Box<(SlidingDistinct, VecDeque<Box<str>>)>),
+    Near(Box<NearLimit>),
     /// Counts records whose `dst` is close to the previous one's.
     Sequential {
         count: SlidingCount,
         last: Option<u64>,
     },
-    Ratio {
-        num: SlidingCount,
-        den: SlidingCount,
-    },
+    /// (numerator, denominator).
+    Ratio(Box<(SlidingCount, SlidingCount)>),
     Unsubscribe(Box<Unsubscribed>),
 }
 
@@ -111,11 +113,31 @@ struct RuleSlot {
 #[derive(Debug)]
 struct Entry {
     hash: u64,
-    key: Box<str>,
-    /// One slot per rule of this dim, in [`DimState::rules`] order.
+    /// Inline up to 24 bytes: compared without leaving the table.
+    key: CompactString,
+    /// One slot per rule of this dim, in [`DimState::rules`] order; none while the key is
+    /// cold.
     slots: Box<[RuleSlot]>,
     /// The action the target is under, from whichever rule.
-    active: Option<Active>,
+    active: Option<Box<Active>>,
+    /// A cold key's records (see `cold`); empty once warm.
+    log: cold::Log,
+}
+
+impl Entry {
+    fn warm(hash: u64, key: CompactString, slots: Box<[RuleSlot]>, active: Option<Box<Active>>) -> Entry {
+        Entry {
+            hash,
+            key,
+            slots,
+            active,
+            log: cold::Log::new(),
+        }
+    }
+
+    fn is_cold(&self) -> bool {
+        self.slots.is_empty()
+    }
 }
 
 #[derive(Debug)]
@@ -131,6 +153,8 @@ struct DimState {
     seed: u64,
     /// Per rule slot: the slot of the rule it takes suspicion from (`suspect`), if any.
     suspect_slot: Vec<Option<usize>>,
+    /// How new keys start cold, if they can.
+    cold: Option<ColdPlan>,
 }
 
 /// One shard's detector.
@@ -148,6 +172,8 @@ pub struct Engine {
     only: Option<String>,
     /// The index of `only` in the pack's dims (`usize::MAX` when the pack has no such dim).
     only_d: usize,
+    /// Whether new keys may start cold (see `cold`); on unless turned off for comparison.
+    cold_keys: bool,
 }
 
 /// The hash seed of a dimension: from its name, so a key keeps its hash (and its shard)
@@ -230,7 +256,17 @@ impl Engine {
             },
             only: None,
             only_d: usize::MAX,
+            cold_keys: true,
         }
+    }
+
+    /// An engine whose keys are all warm from their first record: the same actions as
+    /// with cold keys (what the equivalence tests check), more memory and time.
+    pub fn without_cold_keys(mut self) -> Self {
+        self.cold_keys = false;
+        self.warm_all();
+        self.dims.iter_mut().for_each(|d| d.cold = None);
+        self
     }
 
     /// An engine that runs only the rules of the dimension named `dim` (kept across reloads).
@@ -321,122 +357,42 @@ impl Engine {
         let entry = match dim_state.table.find_mut(hash, |e| e.hash == hash && &*e.key == key) {
             Some(e) => e,
             None => {
-                let slots = dim_state.rules.iter().map(|_| empty_slot()).collect();
-                let e = Entry {
-                    hash,
-                    key: key.into(),
-                    slots,
-                    active: None,
+                // A new key starts cold when its dim allows; its record is logged below.
+                let slots = match dim_state.cold {
+                    Some(_) => Box::default(),
+                    None => dim_state.rules.iter().map(|_| empty_slot()).collect(),
                 };
+                let e = Entry::warm(hash, key.into(), slots, None);
                 dim_state.table.insert_unique(hash, e, |e| e.hash).into_mut()
             }
         };
+        if entry.is_cold() {
+            let plan = dim_state.cold.as_ref().expect("cold keys only in dims with a plan");
+            if plan.room(entry.log.len())
+                && let Some(ev) = plan.event(pack, &dim_state.rules, rec, wm, wanted)
+            {
+                entry.log.push(ev);
+                return;
+            }
+            // One more record could tip a rule, or this one cannot be kept compactly.
+            entry.slots = plan.warm(pack, &dim_state.rules, &dim_state.suspect_slot, &entry.log);
+            entry.log = cold::Log::new();
+        }
         for (i, &r) in dim_state.rules.iter().enumerate() {
             if wanted & (1 << i) == 0 {
                 continue;
             }
+            let (hit, suspected) = step::step(
+                pack,
+                &dim_state.rules,
+                &dim_state.suspect_slot,
+                &mut entry.slots,
+                i,
+                &step::Input::Live(rec),
+                wm,
+            );
             let rule = &pack.rules[r];
-            // Suspicion from another rule of this dim (complaints): a lower threshold and a
-            // higher starting rung while that rule holds for this key.
-            let suspected = rule.suspect.as_ref().filter(|s| {
-                let j = dim_state.suspect_slot[i].expect("suspect rules share the dim");
-                holds(&pack.rules[s.rule], &entry.slots[j].window, rec.ts)
-            });
-            let scale = |t: u64| suspected.map_or(t, |s| ((t as f64 * s.factor).ceil() as u64).max(1));
             let slot = &mut entry.slots[i];
-            if matches!(slot.window, Window::Unused) {
-                slot.window = new_window(rule, pack.lateness_ms);
-            }
-            let bin = rec.ts.div_euclid(rule.slide_ms);
-            let hit = match (&rule.kind, &mut slot.window) {
-                (RuleKind::Rate { threshold, .. }, Window::Count(w)) => {
-                    let count = w.add(bin);
-                    (count >= scale(*threshold)).then_some(Hit::Rate { count })
-                }
-                (
-                    RuleKind::Rate {
-                        threshold,
-                        distinct: Some(f),
-                        ..
-                    },
-                    Window::Distinct(w, samples),
-                ) => match rec.field(*f) {
-                    Some(v) => {
-                        let count = w.add(bin, xxhash_rust::xxh3::xxh3_64(v.as_bytes()));
-                        let threshold = scale(*threshold);
-                        // Only keys near the threshold keep names: the latest values are the
-                        // ones that tipped it.
-                        if count + SAMPLES as u64 > threshold {
-                            let s = &mut *samples;
-                            if let Some(i) = s.iter().position(|x| **x == *v) {
-                                s.remove(i);
-                            }
-                            s.push_back(v.into());
-                            if s.len() > SAMPLES {
-                                s.pop_front();
-                            }
-                        }
-                        (count >= threshold).then(|| Hit::Distinct {
-                            count,
-                            values: samples
-                                .iter()
-                                .map(|x| {
-                                    if f.is_address() {
-                                        mask_addr(x, &pack.number_plan)
-                                    } else {
-                                        x.to_string()
-                                    }
-                                })
-                                .collect(),
-                        })
-                    }
-                    None => None,
-                },
-                (
-                    RuleKind::Rate {
-                        threshold,
-                        sequential: Some(d),
-                        ..
-                    },
-                    Window::Sequential { count, last },
-                ) => match rec.dst().and_then(as_number) {
-                    Some(n) => {
-                        let close = last.is_some_and(|l| l.abs_diff(n) <= *d);
-                        *last = Some(n);
-                        let c = if close { count.add(bin) } else { count.at(bin) };
-                        (close && c >= scale(*threshold)).then_some(Hit::Rate { count: c })
-                    }
-                    None => None,
-                },
-                (RuleKind::NearLimit { limit, lo, k, n, .. }, Window::Near(w)) => {
-                    let wm_bin = wm.div_euclid(rule.slide_ms);
-                    w.observe(bin, wm_bin, *lo, *limit, *k, *n).map(Hit::Near)
-                }
-                (
-                    RuleKind::Ratio {
-                        numerator,
-                        ratio,
-                        min,
-                        below,
-                    },
-                    Window::Ratio { num, den },
-                ) => {
-                    let d = if matches(&rule.filter, rec) { den.add(bin) } else { den.at(bin) };
-                    let n = if matches(numerator, rec) { num.add(bin) } else { num.at(bin) };
-                    let r = n as f64 / d.max(1) as f64;
-                    let tipped = if *below { r <= *ratio } else { r >= *ratio };
-                    (d >= *min && tipped).then_some(Hit::Ratio { num: n, den: d })
-                }
-                (
-                    RuleKind::Unsubscribe {
-                        grace_ms,
-                        remember_ms,
-                        threshold,
-                    },
-                    Window::Unsubscribe(u),
-                ) => unsubscribe(u, rec, bin, *grace_ms, *remember_ms, scale(*threshold), &pack.number_plan),
-                _ => unreachable!("slot built for its rule"),
-            };
             let Some(hit) = hit else { continue };
             self.stats.fired[r] += 1;
             let (mut reason, mut evidence) = explain(rule, &hit, rec);
@@ -467,7 +423,7 @@ impl Engine {
                     pack, rule, &dim_name, &entry.key, rec.ts, level, &step, &reason, evidence, rec,
                 ));
                 if !rule.shadow {
-                    entry.active = Some(Active { step, until });
+                    entry.active = Some(Box::new(Active { step, until }));
                 }
                 continue;
             }
@@ -574,8 +530,11 @@ impl Engine {
     fn sweep(&mut self, pack: &Pack, d: usize, wm: i64) {
         let ds = &mut self.dims[d];
         let before = ds.table.len();
-        let rules = &ds.rules;
-        ds.table.retain(|e| !is_idle(pack, rules, e, wm));
+        let (rules, plan) = (&ds.rules, &ds.cold);
+        ds.table.retain(|e| match plan {
+            Some(plan) if e.is_cold() => !plan.idle(pack, rules, &e.log, wm),
+            _ => !is_idle(pack, rules, e, wm),
+        });
         self.stats.evicted += (before - ds.table.len()) as u64;
         ds.next_sweep = wm.saturating_add(ds.sweep_every);
     }
@@ -596,6 +555,7 @@ fn dim_states(pack: &Pack) -> Vec<DimState> {
                 .map(|&r| pack.rules[r].suspect.as_ref().and_then(|s| rules.iter().position(|&x| x == s.rule)))
                 .collect();
             DimState {
+                cold: ColdPlan::new(pack, &rules),
                 suspect_slot,
                 rules,
                 table: HashTable::new(),
@@ -633,11 +593,8 @@ fn new_window(rule: &Rule, lateness_ms: i64) -> Window {
             last: None,
         },
         RuleKind::Rate { distinct: None, .. } => Window::Count(SlidingCount::new(w)),
-        RuleKind::Rate { distinct: Some(_), .. } => Window::Distinct(SlidingDistinct::new(w), VecDeque::new()),
-        RuleKind::Ratio { .. } => Window::Ratio {
-            num: SlidingCount::new(w),
-            den: SlidingCount::new(w),
-        },
+        RuleKind::Rate { distinct: Some(_), .. } => Window::Distinct(Box::new((SlidingDistinct::new(w), VecDeque::new()))),
+        RuleKind::Ratio { .. } => Window::Ratio(Box::new((SlidingCount::new(w), SlidingCount::new(w)))),
         RuleKind::Unsubscribe { .. } => Window::Unsubscribe(Box::new(Unsubscribed {
             since: Default::default(),
             violations: SlidingCount::new(w),
@@ -645,7 +602,7 @@ fn new_window(rule: &Rule, lateness_ms: i64) -> Window {
         })),
         RuleKind::NearLimit { n, .. } => {
             let lateness_bins = (lateness_ms + rule.slide_ms - 1) / rule.slide_ms + 1;
-            Window::Near(NearLimit::new(w, n as usize, lateness_bins as usize))
+            Window::Near(Box::new(NearLimit::new(w, n as usize, lateness_bins as usize)))
         }
     }
 }
@@ -661,10 +618,10 @@ fn is_idle(pack: &Pack, rules: &[usize], e: &Entry, wm: i64) -> bool {
         let window_idle = match &s.window {
             Window::Unused => true,
             Window::Count(w) => w.ring().is_empty_at(wm_bin),
-            Window::Distinct(w, _) => w.ring().is_empty_at(wm_bin),
+            Window::Distinct(d) => d.0.ring().is_empty_at(wm_bin),
             Window::Near(w) => w.is_idle_at(wm_bin),
             Window::Sequential { count, .. } => count.ring().is_empty_at(wm_bin),
-            Window::Ratio { num, den } => num.ring().is_empty_at(wm_bin) && den.ring().is_empty_at(wm_bin),
+            Window::Ratio(r) => r.0.ring().is_empty_at(wm_bin) && r.1.ring().is_empty_at(wm_bin),
             Window::Unsubscribe(u) => {
                 let remember = match rule.kind {
                     RuleKind::Unsubscribe { remember_ms, .. } => remember_ms,
@@ -683,9 +640,10 @@ fn is_idle(pack: &Pack, rules: &[usize], e: &Entry, wm: i64) -> bool {
 
 /// Whether a `ratio` rule's condition holds for its key over the window ending at `ts`.
 fn holds(rule: &Rule, window: &Window, ts: i64) -> bool {
-    let (RuleKind::Ratio { ratio, min, below, .. }, Window::Ratio { num, den }) = (&rule.kind, window) else {
+    let (RuleKind::Ratio { ratio, min, below, .. }, Window::Ratio(r)) = (&rule.kind, window) else {
         return false;
     };
+    let (num, den) = &**r;
     let bin = ts.div_euclid(rule.slide_ms);
     let from = bin - rule.bins() as i64 + 1;
     let (n, d) = (num.ring().range_sum(from, bin), den.ring().range_sum(from, bin));

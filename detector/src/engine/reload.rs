@@ -47,8 +47,13 @@ impl Engine {
     /// empty. Actions in force on a target stay in force. Counters of [`EngineStats`] carry
     /// over by rule id.
     pub fn reload(&mut self, pack: Arc<Pack>) -> Reloaded {
+        // Cold keys hold records, not slots: run them with the pack they came under first.
+        self.warm_all();
         let old = std::mem::replace(&mut self.pack, Arc::clone(&pack));
         let mut dims = dim_states(&pack);
+        if !self.cold_keys {
+            dims.iter_mut().for_each(|d| d.cold = None);
+        }
         let mut done = Reloaded::default();
         let mut old_dims = std::mem::take(&mut self.dims);
         for (od, ods) in old_dims.iter_mut().enumerate() {
@@ -85,12 +90,7 @@ impl Engine {
                     })
                     .collect();
                 done.dropped += old_slots.iter().filter(|s| s.is_some()).count() as u64;
-                let entry = Entry {
-                    hash: e.hash,
-                    key: e.key,
-                    slots,
-                    active: e.active,
-                };
+                let entry = Entry::warm(e.hash, e.key, slots, e.active);
                 dims[nd].table.insert_unique(entry.hash, entry, |x| x.hash);
             }
         }

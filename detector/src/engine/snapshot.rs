@@ -9,6 +9,8 @@
 //! The encoding (serde) is the caller's: the daemon writes postcard inside a checksummed,
 //! versioned file.
 
+use std::borrow::Cow;
+
 use serde::ser::{SerializeStruct, Serializer};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -44,14 +46,19 @@ struct DimOut<'a> {
     d: usize,
 }
 
-struct Entries<'a>(&'a HashTable<Entry>);
+struct Entries<'a> {
+    pack: &'a Pack,
+    ds: &'a DimState,
+}
 
+/// A key as a snapshot holds it: cold keys are written warm (their records run through
+/// their windows), so a snapshot holds slots only.
 #[derive(Serialize)]
 struct EntryOut<'a> {
     hash: u64,
     key: &'a str,
-    slots: &'a [RuleSlot],
-    active: &'a Option<Active>,
+    slots: Cow<'a, [RuleSlot]>,
+    active: &'a Option<Box<Active>>,
 }
 
 impl Serialize for ShardSnapshot<'_> {
@@ -75,17 +82,21 @@ impl Serialize for DimOut<'_> {
         let mut st = s.serialize_struct("Dim", 3)?;
         st.serialize_field("dim", &pack.dims[self.d].name())?;
         st.serialize_field("rules", &rules)?;
-        st.serialize_field("entries", &Entries(&ds.table))?;
+        st.serialize_field("entries", &Entries { pack, ds })?;
         st.end()
     }
 }
 
 impl Serialize for Entries<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|e| EntryOut {
+        let ds = self.ds;
+        s.collect_seq(ds.table.iter().map(|e| EntryOut {
             hash: e.hash,
             key: &e.key,
-            slots: &e.slots,
+            slots: match &ds.cold {
+                Some(plan) if e.is_cold() => Cow::Owned(plan.warm(self.pack, &ds.rules, &ds.suspect_slot, &e.log).into_vec()),
+                _ => Cow::Borrowed(&e.slots),
+            },
             active: &e.active,
         }))
     }
@@ -187,7 +198,7 @@ impl Engine {
                     done.foreign += 1;
                     continue;
                 }
-                if ds.table.find(e.hash, |x| x.hash == e.hash && x.key == e.key).is_some() {
+                if ds.table.find(e.hash, |x| x.hash == e.hash && *x.key == *e.key).is_some() {
                     continue;
                 }
                 let mut old: Vec<Option<RuleSlot>> = e.slots.into_iter().map(Some).collect();
@@ -203,12 +214,7 @@ impl Engine {
                     .collect();
                 done.dropped += old.iter().filter(|s| s.is_some()).count() as u64;
                 done.keys += 1;
-                let entry = Entry {
-                    hash: e.hash,
-                    key: e.key,
-                    slots,
-                    active: e.active,
-                };
+                let entry = Entry::warm(e.hash, CompactString::from(&*e.key), slots, e.active.map(Box::new));
                 ds.table.insert_unique(entry.hash, entry, |x| x.hash);
             }
         }

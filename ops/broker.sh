@@ -7,7 +7,8 @@
 #   stop     stops the broker this script started
 #   status   says whether it runs (exit 0) or not (exit 3)
 #
-# Environment: ANNING_BROKER_PORT (default 9092), ANNING_RUN_DIR (default ops/.run): the
+# Environment: ANNING_BROKER_PORT (default 9092), ANNING_BROKER_RUST_LOG (the broker's log
+# level, default warn), ANNING_RUN_DIR (default ops/.run): the
 # pid file, the log (broker-PORT.log) and the installed binary live there. The broker keeps
 # nothing across a restart (memory storage).
 set -euo pipefail
@@ -66,7 +67,9 @@ start() {
         echo "broker: something else already listens on 127.0.0.1:$port" >&2
         return 1
     fi
-    setsid nohup "$bin" broker \
+    # The broker's own log level, not the caller's RUST_LOG (a debug-level caller once filled
+    # the disk with 27 GB of broker log in one benchmark).
+    RUST_LOG="${ANNING_BROKER_RUST_LOG:-warn}" setsid nohup "$bin" broker \
         --listener-url "tcp://127.0.0.1:$port" \
         --advertised-listener-url "tcp://127.0.0.1:$port" \
         --storage-engine "memory://tansu/" >>"$log" 2>&1 </dev/null &

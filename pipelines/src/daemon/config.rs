@@ -44,7 +44,8 @@ pub struct DaemonConfig {
     pub partitions: i32,
     /// Records per processing batch at most; offsets are committed per batch.
     pub batch_max: usize,
-    /// How long to gather a batch, in ms.
+    /// Longest a batch gathers, in ms: it takes the first message that comes, then what has
+    /// already arrived, until this long or `batch_max`.
     pub batch_ms: u64,
     pub rebuild: Rebuild,
     /// librdkafka properties for both the consumer and the producer (SASL, TLS, …).

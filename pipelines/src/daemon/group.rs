@@ -448,7 +448,7 @@ pub fn run(
         let mut outs: Vec<Out> = Vec::new();
         let mut audited: Vec<crate::audit::Entry> = Vec::new();
         let answers = super::release::take(
-            &reload.releases,
+            reload.releases.try_iter().collect(),
             |ask| release_here(consumer.context(), &pack, q, ask),
             &metrics,
             &mut outs,

@@ -486,11 +486,35 @@ pub fn run(
     let mut snapshotted = done.clone();
     let mut dirty = false;
     tracing::info!(brokers = %cfg.brokers, group = %cfg.group, topic = %cfg.input_topic, "daemon started");
+    // The batch the shards are running while the next one is gathered and decoded.
+    let mut inflight: Option<Pending> = None;
+    // Next offset per partition that the shards' state covers (`done` runs a batch ahead).
+    let mut processed: HashMap<i32, i64> = done.clone();
+    let fin = Finish {
+        cfg,
+        rrx: &rrx,
+        threads,
+        metrics: &metrics,
+        consumer: &consumer,
+        producer: &producer,
+        drx: &drx,
+        stop: &stop,
+        resumed: &resumed,
+        checkpoints: store.is_some(),
+    };
 
     while !stop.load(Ordering::Relaxed) {
         // 0. Between batches: a new pack, if asked for. No record is seen by both packs.
         let asked: Vec<ReloadRequest> = reload.requests.try_iter().collect();
-        if reload.signal.swap(false, Ordering::Relaxed) || !asked.is_empty() {
+        let signalled = reload.signal.swap(false, Ordering::Relaxed);
+        let releases: Vec<ReleaseRequest> = reload.releases.try_iter().collect();
+        // Reloads and releases need the shards idle: the batch in flight is finished first.
+        if (signalled || !asked.is_empty() || !releases.is_empty())
+            && let Some(p) = inflight.take()
+        {
+            fin.finish(p, &pack, &mut audit, &mut audit_flushed, &mut processed)?;
+        }
+        if signalled || !asked.is_empty() {
             let answer = reload_pack(cfg, &mut pack, &txs, &rrx, threads, &metrics);
             dirty = true;
             for a in asked {
@@ -516,7 +540,7 @@ pub fn run(
         };
         let now = wm.current().max(0);
         let answers = release::take(
-            &reload.releases,
+            releases,
             |ask| release::on_shards(ask, now, &shards),
             &metrics,
             &mut outs,
@@ -601,16 +625,152 @@ pub fn run(
         }
         metrics.watermark_ms.store(wm.current().max(0), Relaxed);
 
-        // 2. Run the batch through the shards.
-        let mut actions: Vec<(u32, Action)> = Vec::new();
-        if !records.is_empty() {
+        // 2. The batch before this one, which the shards ran while this one was gathered:
+        //    its actions produced and acknowledged, audited, its offsets committed.
+        if let Some(p) = inflight.take() {
+            fin.finish(p, &pack, &mut audit, &mut audit_flushed, &mut processed)?;
+        }
+        // 3. This batch to the shards; it is finished once the next one is gathered.
+        let gathered: BTreeSet<i32> = next_offsets.keys().copied().collect();
+        let batch = if records.is_empty() {
+            None
+        } else {
             metrics.shard_queue.store(records.len() as i64, Relaxed);
             let batch: Batch = Arc::new(records);
             for tx in &txs {
                 tx.send(Work::Batch(Arc::clone(&batch))).context("a shard worker stopped")?;
             }
-            for _ in 0..threads {
-                match rrx.recv().context("a shard worker stopped")? {
+            Some(batch)
+        };
+        inflight = Some(Pending {
+            batch,
+            metas,
+            outs,
+            audited,
+            answers,
+            next_offsets,
+            started,
+        });
+
+        // 5. A checkpoint, when due: the state now covers exactly the records below `done`.
+        if let Some(st) = &mut store
+            && checkpointed.elapsed() >= Duration::from_millis(cfg.checkpoint_interval_ms)
+            && (done != snapshotted || dirty)
+        {
+            if let Some(p) = inflight.take() {
+                fin.finish(p, &pack, &mut audit, &mut audit_flushed, &mut processed)?;
+            }
+            snapshotted = done.clone();
+            dirty = false;
+            let shards = release::Shards {
+                txs: &txs,
+                rrx: &rrx,
+                threads,
+            };
+            checkpoints::take(st, audit.as_mut(), cfg, &pack, &shards, (&joiner, &wm, &done), &metrics)?;
+            checkpointed = Instant::now();
+        }
+
+        // Readiness and lag.
+        // A partition has caught up once this process's state covers its committed offset
+        // (records read again, or a snapshot that reaches it).
+        let committed = consumer.context().committed.lock().expect("lock").clone();
+        for (p, c) in &committed {
+            if processed.get(p).is_some_and(|o| o >= c) {
+                caught_up.insert(*p);
+            }
+        }
+        let assigned = consumer.context().assigned.lock().expect("lock").clone();
+        let ready = !assigned.is_empty()
+            && assigned
+                .iter()
+                .all(|p| caught_up.contains(p) || committed.get(p).copied().unwrap_or(0) == 0);
+        metrics.ready.store(ready, Relaxed);
+        // Every assigned partition holds the watermark back until it delivers, unless it has
+        // nothing to deliver (no lag).
+        let lag = metrics.lag.lock().expect("lock").clone();
+        for p in &assigned {
+            wm.set_idle(*p, lag.get(p).is_some_and(|l| *l == 0) && !gathered.contains(p));
+        }
+    }
+
+    tracing::info!("stopping: flushing and committing");
+    if let Some(p) = inflight.take() {
+        fin.finish(p, &pack, &mut audit, &mut audit_flushed, &mut processed)?;
+    }
+    if let Some(st) = &mut store {
+        let shards = release::Shards {
+            txs: &txs,
+            rrx: &rrx,
+            threads,
+        };
+        checkpoints::take(st, audit.as_mut(), cfg, &pack, &shards, (&joiner, &wm, &done), &metrics)?;
+    }
+    drop(txs);
+    for w in workers {
+        let _ = w.join();
+    }
+    producer.flush(Duration::from_secs(30)).context("flush at shutdown")?;
+    if let Some(w) = &mut audit {
+        release::flush_audit(w, &metrics);
+    }
+    Ok(())
+}
+
+/// A batch sent to the shards, finished after the next batch is gathered.
+struct Pending {
+    batch: Option<Batch>,
+    metas: Vec<Meta>,
+    /// Dead letters and release actions gathered with the batch.
+    outs: Vec<Out>,
+    audited: Vec<crate::audit::Entry>,
+    answers: Vec<release::Answer>,
+    next_offsets: BTreeMap<i32, i64>,
+    started: Instant,
+}
+
+/// What finishing a batch needs of the daemon.
+struct Finish<'a> {
+    cfg: &'a DaemonConfig,
+    rrx: &'a Receiver<Done>,
+    threads: usize,
+    metrics: &'a Metrics,
+    consumer: &'a BaseConsumer<Rebalancer>,
+    producer: &'a ThreadedProducer<Delivery>,
+    drx: &'a Receiver<Ack>,
+    stop: &'a AtomicBool,
+    /// Where the restored snapshot ended (its audit rows were written up to there).
+    resumed: &'a BTreeMap<i32, i64>,
+    /// Whether checkpoints are on (then audit rows are written with snapshots).
+    checkpoints: bool,
+}
+
+impl Finish<'_> {
+    /// Takes the shards' actions for `p`, produces them with its dead letters and waits for
+    /// every acknowledgement, writes its audit rows, answers its releases and commits its
+    /// offsets.
+    fn finish(
+        &self,
+        p: Pending,
+        pack: &Pack,
+        audit: &mut Option<crate::audit::Writer>,
+        audit_flushed: &mut Instant,
+        processed: &mut HashMap<i32, i64>,
+    ) -> Result<()> {
+        let (metrics, consumer) = (self.metrics, self.consumer);
+        let Pending {
+            batch,
+            metas,
+            mut outs,
+            mut audited,
+            answers,
+            next_offsets,
+            started,
+        } = p;
+        let mut actions: Vec<(u32, Action)> = Vec::new();
+        if let Some(batch) = &batch {
+            for _ in 0..self.threads {
+                match self.rrx.recv().context("a shard worker stopped")? {
                     Done::Batch(acts, allowed) => {
                         actions.extend(acts);
                         for a in allowed {
@@ -636,7 +796,7 @@ pub fn run(
                     metrics.actions_suppressed.fetch_add(1, Relaxed);
                     // Read again past the restored snapshot: produced before, but its audit
                     // row (written with snapshots) was not.
-                    if audit.is_some() && resumed.get(&meta.partition).is_some_and(|r| meta.offset >= *r) {
+                    if audit.is_some() && self.resumed.get(&meta.partition).is_some_and(|r| meta.offset >= *r) {
                         audited.push(crate::audit::Entry::from_action(a, "daemon", None));
                     }
                     continue;
@@ -650,93 +810,38 @@ pub fn run(
         }
 
         let t_processed = Instant::now();
-        // 3. Produce and wait for every acknowledgement.
-        deliver(&producer, cfg, &outs, &drx, &metrics, &stop)?;
+        // Produce and wait for every acknowledgement.
+        deliver(self.producer, self.cfg, &outs, self.drx, metrics, self.stop)?;
         let t_delivered = Instant::now();
         for (answer, reply) in answers {
             let _ = answer.send(reply);
         }
-        if let Some(w) = &mut audit {
+        if let Some(w) = audit {
             // With checkpoints the rows are written with each snapshot instead, so the audit
             // log holds exactly the actions of the records the snapshot covers.
-            let every = store.is_none().then(|| Duration::from_millis(cfg.audit_flush_ms));
-            release::keep_audit(w, audited, every, &mut audit_flushed, &metrics);
+            let every = (!self.checkpoints).then(|| Duration::from_millis(self.cfg.audit_flush_ms));
+            release::keep_audit(w, audited, every, audit_flushed, metrics);
         }
 
-        // 4. Commit.
+        // Commit.
         if !next_offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for (p, o) in &next_offsets {
-                tpl.add_partition_offset(&cfg.input_topic, *p, Offset::Offset(*o))?;
+                tpl.add_partition_offset(&self.cfg.input_topic, *p, Offset::Offset(*o))?;
             }
-            commit(&consumer, &tpl, &metrics, &stop);
+            commit(consumer, &tpl, metrics, self.stop);
             metrics.batches.fetch_add(1, Relaxed);
             tracing::debug!(
                 records = metas.len(),
-                gather_ms = (started.elapsed() - t_processed.elapsed()).as_millis() as u64,
+                gather_and_run_ms = (t_processed - started).as_millis() as u64,
                 deliver_ms = (t_delivered - t_processed).as_millis() as u64,
                 commit_ms = t_delivered.elapsed().as_millis() as u64,
                 "batch"
             );
         }
-
-        // 5. A checkpoint, when due: the state now covers exactly the records below `done`.
-        if let Some(st) = &mut store
-            && checkpointed.elapsed() >= Duration::from_millis(cfg.checkpoint_interval_ms)
-            && (done != snapshotted || dirty)
-        {
-            snapshotted = done.clone();
-            dirty = false;
-            let shards = release::Shards {
-                txs: &txs,
-                rrx: &rrx,
-                threads,
-            };
-            checkpoints::take(st, audit.as_mut(), cfg, &pack, &shards, (&joiner, &wm, &done), &metrics)?;
-            checkpointed = Instant::now();
-        }
-
-        // Readiness and lag.
-        // A partition has caught up once this process's state covers its committed offset
-        // (records read again, or a snapshot that reaches it).
-        let committed = consumer.context().committed.lock().expect("lock").clone();
-        for (p, c) in &committed {
-            if done.get(p).is_some_and(|o| o >= c) {
-                caught_up.insert(*p);
-            }
-        }
-        let assigned = consumer.context().assigned.lock().expect("lock").clone();
-        let ready = !assigned.is_empty()
-            && assigned
-                .iter()
-                .all(|p| caught_up.contains(p) || committed.get(p).copied().unwrap_or(0) == 0);
-        metrics.ready.store(ready, Relaxed);
-        // Every assigned partition holds the watermark back until it delivers, unless it has
-        // nothing to deliver (no lag).
-        let lag = metrics.lag.lock().expect("lock").clone();
-        for p in &assigned {
-            wm.set_idle(*p, lag.get(p).is_some_and(|l| *l == 0) && !next_offsets.contains_key(p));
-        }
+        processed.extend(next_offsets);
+        Ok(())
     }
-
-    tracing::info!("stopping: flushing and committing");
-    if let Some(st) = &mut store {
-        let shards = release::Shards {
-            txs: &txs,
-            rrx: &rrx,
-            threads,
-        };
-        checkpoints::take(st, audit.as_mut(), cfg, &pack, &shards, (&joiner, &wm, &done), &metrics)?;
-    }
-    drop(txs);
-    for w in workers {
-        let _ = w.join();
-    }
-    producer.flush(Duration::from_secs(30)).context("flush at shutdown")?;
-    if let Some(w) = &mut audit {
-        release::flush_audit(w, &metrics);
-    }
-    Ok(())
 }
 
 /// Whether a message lies below its partition's committed offset (read again to rebuild

@@ -60,14 +60,14 @@ pub(super) type Answer = (crossbeam_channel::Sender<Result<String, String>>, Res
 /// action joins the batch's messages and audit rows; the answers wait for the batch to be
 /// acknowledged.
 pub(super) fn take(
-    requests: &crossbeam_channel::Receiver<ReleaseRequest>,
+    requests: Vec<ReleaseRequest>,
     mut lift: impl FnMut(&ReleaseAsk) -> Result<Option<Action>, String>,
     metrics: &Metrics,
     outs: &mut Vec<Out>,
     audited: &mut Vec<Entry>,
 ) -> Vec<Answer> {
     let mut answers = Vec::new();
-    for (ask, answer) in requests.try_iter().collect::<Vec<_>>() {
+    for (ask, answer) in requests {
         let reply = match lift(&ask) {
             Ok(Some(a)) => {
                 metrics.releases.fetch_add(1, Relaxed);

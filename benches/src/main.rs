@@ -140,46 +140,56 @@ fn subscriber(i: u64) -> String {
 }
 
 /// The sliding-window cost against its slide: one `rate` rule of a 1 h window keyed by `src`,
-/// sliding by 1 s and then by 60 s, over the same `n` records of `keys` senders spread over
-/// `hours` of event time in order. Prints records/s of each and their ratio.
+/// sliding by 1 s and by 60 s, over the same `n` records of `keys` senders spread over
+/// `hours` of event time in order; keys warm from their first record, so every record goes
+/// through its window. Three rounds, alternating; prints the best records/s of each and
+/// their ratio.
 fn sliding(n: u64, keys: u64, hours: u64) -> Result<()> {
     let registry = Registry::default();
     let span = hours as i64 * 3_600_000;
     let t0 = 1_794_297_600_000i64;
-    let mut rates = Vec::new();
-    for slide in ["1s", "60s"] {
-        let pack = Arc::new(
-            compile(&format!(
-                "[[rule]]\nid = \"v\"\nkind = \"rate\"\ndim = \"src\"\nwindow = \"1h\"\nslide = \"{slide}\"\nthreshold = 1000000\nladder = [{{ action = \"alert\", for = \"1h\" }}]\n"
-            ))
-            .map_err(|e| anyhow::anyhow!("pack: {e:?}"))?,
-        );
-        let en = Enricher::new(&pack, &registry);
-        let mut b = RecordBuilder::default();
-        let recs: Vec<Record> = (0..n)
-            .map(|i| {
-                let k = (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) % keys;
-                b.clear();
-                b.set(Slot::Src, &subscriber(k));
-                b.set(Slot::Dst, "13900000000");
-                b.finish(en, t0 + (i as i64 * span) / n as i64, RecordKind::Sms, None, None, None)
-            })
-            .collect();
-        let mut engine = Engine::new(Arc::clone(&pack), 0, 1);
-        let mut out = Vec::new();
-        let started = Instant::now();
-        for r in &recs {
-            engine.process(r, r.ts - 2_000, &mut out);
+    let runs: Vec<(&str, Arc<anning_rules::Pack>, Vec<Record>)> = ["1s", "60s"]
+        .into_iter()
+        .map(|slide| {
+            let pack = Arc::new(
+                compile(&format!(
+                    "[[rule]]\nid = \"v\"\nkind = \"rate\"\ndim = \"src\"\nwindow = \"1h\"\nslide = \"{slide}\"\nthreshold = 1000000\nladder = [{{ action = \"alert\", for = \"1h\" }}]\n"
+                ))
+                .map_err(|e| anyhow::anyhow!("pack: {e:?}"))?,
+            );
+            let en = Enricher::new(&pack, &registry);
+            let mut b = RecordBuilder::default();
+            let recs: Vec<Record> = (0..n)
+                .map(|i| {
+                    let k = (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) % keys;
+                    b.clear();
+                    b.set(Slot::Src, &subscriber(k));
+                    b.set(Slot::Dst, "13900000000");
+                    b.finish(en, t0 + (i as i64 * span) / n as i64, RecordKind::Sms, None, None, None)
+                })
+                .collect();
+            Ok((slide, pack, recs))
+        })
+        .collect::<Result<_>>()?;
+    let mut best = [0f64; 2];
+    for _round in 0..3 {
+        for (j, (slide, pack, recs)) in runs.iter().enumerate() {
+            let mut engine = Engine::new(Arc::clone(pack), 0, 1).without_cold_keys();
+            let mut out = Vec::new();
+            let started = Instant::now();
+            for r in recs {
+                engine.process(r, r.ts - 2_000, &mut out);
+            }
+            let s = started.elapsed().as_secs_f64();
+            let rate = n as f64 / s;
+            println!(
+                "sliding 1h by {slide}: {n} records, {keys} keys over {hours} h in {s:.3} s = {rate:.0} records/s ({} keys held)",
+                engine.stats().keys
+            );
+            best[j] = best[j].max(rate);
         }
-        let s = started.elapsed().as_secs_f64();
-        let rate = n as f64 / s;
-        println!(
-            "sliding 1h by {slide}: {n} records, {keys} keys over {hours} h in {s:.3} s = {rate:.0} records/s ({} keys held)",
-            engine.stats().keys
-        );
-        rates.push(rate);
     }
-    println!("sliding ratio (1 s slide / 60 s slide): {:.2}", rates[0] / rates[1]);
+    println!("sliding ratio (1 s slide / 60 s slide): {:.2}", best[0] / best[1]);
     Ok(())
 }
 

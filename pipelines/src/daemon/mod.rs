@@ -550,11 +550,14 @@ pub fn run(
         dirty |= !answers.is_empty();
         let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
         let started = Instant::now();
+        // With a batch in flight nothing is waited for: when no message has arrived, that
+        // batch is finished (its actions go out) before waiting.
+        let busy = inflight.as_ref().is_some_and(|p| p.batch.is_some() || !p.outs.is_empty());
         while records.len() + outs.len() < cfg.batch_max && started.elapsed() < Duration::from_millis(cfg.batch_ms) {
             // Wait for the first message; after it, take what has already arrived and no
             // more: a batch is what came in while the last one ran (large under load, a
             // few records when quiet), so a record never waits for a batch to fill.
-            let wait = if records.is_empty() && outs.is_empty() {
+            let wait = if records.is_empty() && outs.is_empty() && !busy {
                 Duration::from_millis(cfg.batch_ms.min(100))
             } else {
                 Duration::ZERO

@@ -7,8 +7,10 @@
 //! have (empty windows, ladders decayed, no action in force) are evicted, so memory follows
 //! the active keys.
 //!
-//! Submodules: `explain` (reasons, evidence, the contract action), `policy` (allowlist and
-//! protected ports), `reload` (a new pack, keeping what still means the same).
+//! Submodules: `step` (one rule's window update), `cold` (keys that keep their records
+//! until one more could tip a rule), `explain` (reasons, evidence, the contract action),
+//! `policy` (allowlist and protected ports), `reload` (a new pack, keeping what still means
+//! the same), `snapshot` (state to and from checkpoints).
 
 use std::sync::Arc;
 

@@ -210,8 +210,7 @@ impl Engine {
         for ds in &mut self.dims {
             let Some(plan) = &ds.cold else { continue };
             for e in ds.table.iter_mut().filter(|e| e.is_cold()) {
-                e.slots = plan.warm(&pack, &ds.rules, &ds.suspect_slot, &e.log);
-                e.log = Log::new();
+                e.warm_up(plan, &pack, &ds.rules, &ds.suspect_slot);
             }
         }
     }

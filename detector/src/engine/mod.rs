@@ -140,6 +140,12 @@ impl Entry {
     fn is_cold(&self) -> bool {
         self.slots.is_empty()
     }
+
+    /// Runs a cold key's records through fresh windows (see `cold`); it holds slots after.
+    fn warm_up(&mut self, plan: &ColdPlan, pack: &Pack, rules: &[usize], suspect_slot: &[Option<usize>]) {
+        self.slots = plan.warm(pack, rules, suspect_slot, &self.log);
+        self.log = cold::Log::new();
+    }
 }
 
 #[derive(Debug)]
@@ -201,6 +207,40 @@ pub fn key_hash(seed: u64, parts: &[&str]) -> u64 {
 pub fn shard_of(hash: u64, shards: u64) -> u64 {
     // Mix first so the shard does not fix the low bits the hash table buckets by.
     ((hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) * shards) >> 32
+}
+
+/// A record's key under a dimension: its parts, each present and non-empty.
+struct KeyParts<'r> {
+    parts: [&'r str; Field::ALL.len()],
+    len: usize,
+}
+
+impl<'r> KeyParts<'r> {
+    /// `None` when `rec` lacks a part of `dim`'s key (or has it empty).
+    fn of(dim: &anning_rules::Dim, rec: &'r Record) -> Option<Self> {
+        let mut parts = [""; Field::ALL.len()];
+        for (i, f) in dim.parts.iter().enumerate() {
+            parts[i] = rec.field(*f).filter(|v| !v.is_empty())?;
+        }
+        Some(KeyParts {
+            parts,
+            len: dim.parts.len(),
+        })
+    }
+
+    fn parts(&self) -> &[&'r str] {
+        &self.parts[..self.len]
+    }
+
+    /// Appends the key, its parts joined by `+`, to `out`.
+    fn push_to(&self, out: &mut String) {
+        for (i, p) in self.parts().iter().enumerate() {
+            if i > 0 {
+                out.push('+');
+            }
+            out.push_str(p);
+        }
+    }
 }
 
 fn matches(f: &Filter, r: &Record) -> bool {
@@ -282,18 +322,14 @@ impl Engine {
     /// key hash), the key's parts joined by `+`. What the scale-out router re-keys by.
     pub fn keys_of(pack: &Pack, rec: &Record) -> Vec<(usize, String, u64)> {
         let mut out = Vec::new();
-        'dims: for (d, dim) in pack.dims.iter().enumerate() {
+        for (d, dim) in pack.dims.iter().enumerate() {
             if !pack.rules.iter().any(|r| r.dim == d && wants(r, rec)) {
                 continue;
             }
-            let mut parts: Vec<&str> = Vec::with_capacity(dim.parts.len());
-            for f in &dim.parts {
-                match rec.field(*f) {
-                    Some(v) if !v.is_empty() => parts.push(v),
-                    _ => continue 'dims,
-                }
-            }
-            out.push((d, parts.join("+"), key_hash(dim_seed(dim), &parts)));
+            let Some(key) = KeyParts::of(dim, rec) else { continue };
+            let mut joined = String::new();
+            key.push_to(&mut joined);
+            out.push((d, joined, key_hash(dim_seed(dim), key.parts())));
         }
         out
     }
@@ -335,25 +371,13 @@ impl Engine {
             return;
         }
         let dim = &pack.dims[d];
-        let mut parts: [&str; Field::ALL.len()] = [""; Field::ALL.len()];
-        for (i, f) in dim.parts.iter().enumerate() {
-            match rec.field(*f) {
-                Some(v) if !v.is_empty() => parts[i] = v,
-                _ => return,
-            }
-        }
-        let parts = &parts[..dim.parts.len()];
-        let hash = key_hash(self.dims[d].seed, parts);
+        let Some(parts) = KeyParts::of(dim, rec) else { return };
+        let hash = key_hash(self.dims[d].seed, parts.parts());
         if shard_of(hash, self.shards) != self.shard {
             return;
         }
         self.scratch.clear();
-        for (i, p) in parts.iter().enumerate() {
-            if i > 0 {
-                self.scratch.push('+');
-            }
-            self.scratch.push_str(p);
-        }
+        parts.push_to(&mut self.scratch);
         let key = self.scratch.as_str();
         let dim_state = &mut self.dims[d];
         let entry = match dim_state.table.find_mut(hash, |e| e.hash == hash && &*e.key == key) {
@@ -377,8 +401,7 @@ impl Engine {
                 return;
             }
             // One more record could tip a rule, or this one cannot be kept compactly.
-            entry.slots = plan.warm(pack, &dim_state.rules, &dim_state.suspect_slot, &entry.log);
-            entry.log = cold::Log::new();
+            entry.warm_up(plan, pack, &dim_state.rules, &dim_state.suspect_slot);
         }
         for (i, &r) in dim_state.rules.iter().enumerate() {
             if wanted & (1 << i) == 0 {
@@ -433,24 +456,9 @@ impl Engine {
             evidence["group"] = json!({ "dim": dim_name, "key": crate::mask::mask_key(dim, &entry.key, &pack.number_plan) });
             for &t in &rule.targets {
                 let tdim = &pack.dims[t];
+                let Some(parts) = KeyParts::of(tdim, rec) else { continue };
                 let mut key = String::new();
-                for (i, f) in tdim.parts.iter().enumerate() {
-                    match rec.field(*f) {
-                        Some(v) if !v.is_empty() => {
-                            if i > 0 {
-                                key.push('+');
-                            }
-                            key.push_str(v);
-                        }
-                        _ => {
-                            key.clear();
-                            break;
-                        }
-                    }
-                }
-                if key.is_empty() {
-                    continue;
-                }
+                parts.push_to(&mut key);
                 let tname = tdim.name();
                 let acted = slot.acted.get_or_insert_with(Default::default);
                 let id: Box<str> = format!("{tname}\0{key}").into();

@@ -261,16 +261,17 @@ fn client_config(cfg: &DaemonConfig, extra: &BTreeMap<String, String>) -> Client
 fn producer(cfg: &DaemonConfig) -> Result<(ThreadedProducer<Delivery>, Receiver<Ack>)> {
     let (tx, rx) = unbounded();
     let mut pconf = client_config(cfg, &cfg.producer);
-    for (k, v) in [
-        ("enable.idempotence", "true"),
-        ("acks", "all"),
-        ("linger.ms", "5"),
-        ("queue.buffering.max.messages", "1000000"),
-    ] {
-        if !cfg.producer.contains_key(k) && !cfg.kafka.contains_key(k) {
-            pconf.set(k, v);
-        }
-    }
+    set_defaults(
+        &mut pconf,
+        cfg,
+        &cfg.producer,
+        &[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "5"),
+            ("queue.buffering.max.messages", "1000000"),
+        ],
+    );
     let producer = pconf
         .create_with_context(Delivery { tx })
         .context("cannot create the Kafka producer")?;
@@ -281,25 +282,36 @@ fn producer(cfg: &DaemonConfig) -> Result<(ThreadedProducer<Delivery>, Receiver<
 fn consumer_config(cfg: &DaemonConfig) -> ClientConfig {
     let mut cconf = client_config(cfg, &cfg.consumer);
     cconf.set("group.id", &cfg.group);
-    for (k, v) in [
-        ("enable.auto.commit", "false"),
-        ("auto.offset.reset", "earliest"),
-        ("partition.assignment.strategy", "cooperative-sticky"),
-        ("session.timeout.ms", "6000"),
-        ("heartbeat.interval.ms", "1500"),
-        ("statistics.interval.ms", "1000"),
-        // A NOC wants records as they come, not when a fetch fills up (librdkafka waits up
-        // to 500 ms by default).
-        ("fetch.wait.max.ms", "10"),
-        // Once its local queue is full librdkafka postpones the next fetch by this much
-        // (default 1000 ms): the daemon then sat idle ~0.5 s at a time and ran at half speed.
-        ("fetch.queue.backoff.ms", "5"),
-    ] {
-        if !cfg.consumer.contains_key(k) && !cfg.kafka.contains_key(k) {
-            cconf.set(k, v);
+    set_defaults(
+        &mut cconf,
+        cfg,
+        &cfg.consumer,
+        &[
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("session.timeout.ms", "6000"),
+            ("heartbeat.interval.ms", "1500"),
+            ("statistics.interval.ms", "1000"),
+            // A NOC wants records as they come, not when a fetch fills up (librdkafka waits up
+            // to 500 ms by default).
+            ("fetch.wait.max.ms", "10"),
+            // Once its local queue is full librdkafka postpones the next fetch by this much
+            // (default 1000 ms): the daemon then sat idle ~0.5 s at a time and ran at half speed.
+            ("fetch.queue.backoff.ms", "5"),
+        ],
+    );
+    cconf
+}
+
+/// Sets the daemon's defaults on `conf`, except those the operator set for this client
+/// (`own`) or for every client (`kafka`).
+fn set_defaults(conf: &mut ClientConfig, cfg: &DaemonConfig, own: &BTreeMap<String, String>, defaults: &[(&str, &str)]) {
+    for (k, v) in defaults {
+        if !own.contains_key(*k) && !cfg.kafka.contains_key(*k) {
+            conf.set(*k, *v);
         }
     }
-    cconf
 }
 
 /// Creates the topics the daemon uses when absent.

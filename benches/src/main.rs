@@ -6,6 +6,10 @@
 //! - `anning-bench bare-consume BROKERS TOPIC N`: reads N messages of every partition of
 //!   TOPIC from the beginning with a bare rdkafka `BaseConsumer` (the floor the daemon is
 //!   compared against) and prints messages/s from the first message to the Nth.
+//! - `anning-bench bare-latency BROKERS TOPIC N`: reads N messages of TOPIC as they arrive
+//!   (from its end) with a bare rdkafka consumer set up like the daemon's, and prints the
+//!   quantiles of arrival − the message's timestamp: the broker's share of the daemon's
+//!   ingest-to-action latency, measured while `anning produce --rate` feeds the topic.
 //! - `anning-bench sliding N KEYS HOURS`: a 1 h window sliding by 1 s against one sliding by
 //!   60 s on the same records (the cost of a window must not grow with length/slide).
 //! - `anning-bench keys N`: resident memory per active key under the full default pack.
@@ -51,6 +55,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("bare-consume") if args.len() >= 4 => bare_consume(&args[1], &args[2], args[3].parse().context("N")?)?,
+        Some("bare-latency") if args.len() >= 4 => bare_latency(&args[1], &args[2], args[3].parse().context("N")?)?,
         Some("mixed") if args.len() >= 3 => {
             let n: u64 = args[1].parse().context("N")?;
             let seed = args.get(3).map_or(Ok(1), |s| s.parse()).context("SEED")?;
@@ -83,7 +88,7 @@ fn main() -> Result<()> {
             );
         }
         _ => bail!(
-            "usage: anning-bench mixed N FILE [SEED] | anning-bench bare-parse FILE | anning-bench bare-consume BROKERS TOPIC N | anning-bench sliding N KEYS HOURS | anning-bench keys N"
+            "usage: anning-bench mixed N FILE [SEED] | anning-bench bare-parse FILE | anning-bench bare-consume BROKERS TOPIC N | anning-bench bare-latency BROKERS TOPIC N | anning-bench sliding N KEYS HOURS | anning-bench keys N"
         ),
     }
     Ok(())
@@ -123,6 +128,51 @@ fn bare_consume(brokers: &str, topic: &str, n: u64) -> Result<()> {
     println!(
         "bare-consume: {got} messages ({bytes} bytes) in {secs:.2} s: {:.0} messages/s",
         got as f64 / secs
+    );
+    Ok(())
+}
+
+fn bare_latency(brokers: &str, topic: &str, n: u64) -> Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    // The daemon's consumer settings that bear on latency (`pipelines/src/daemon/mod.rs`).
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "anning-bench-latency")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .set("fetch.queue.backoff.ms", "5")
+        .create()?;
+    let meta = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in meta.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::End)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000, 3)?;
+    let mut got = 0u64;
+    let deadline = Instant::now() + std::time::Duration::from_secs(600);
+    while got < n {
+        if Instant::now() > deadline {
+            bail!("only {got} of {n} messages within 10 minutes");
+        }
+        if let Some(m) = consumer.poll(std::time::Duration::from_millis(100)) {
+            let m = m?;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+            let ts = m.timestamp().to_millis().unwrap_or(now);
+            h.record((now - ts).max(1) as u64)?;
+            got += 1;
+        }
+    }
+    println!(
+        "bare-latency: {got} messages; produce-to-consume ms p50 {} p90 {} p99 {} p99.9 {} max {}",
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.9),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max()
     );
     Ok(())
 }

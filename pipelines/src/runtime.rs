@@ -7,7 +7,7 @@
 //! whatever N is. Actions are merged and sorted by (ts, dim, key, rule, id): the output is
 //! byte-identical for every thread count.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::thread;
 
@@ -24,6 +24,8 @@ pub const BATCH: usize = 4096;
 pub const SAMPLES: usize = 5;
 
 type Batch = Arc<Vec<(Record, i64)>>;
+/// How many sent batches the router keeps to use again (more than the shards' queues hold).
+const RECYCLED: usize = 64;
 
 /// Where rejects go besides the counts: e.g. a JSON Lines file.
 pub trait RejectSink {
@@ -82,6 +84,9 @@ struct Router<'a, R: RejectSink, P: Progress> {
     /// Name of the input being read, for rejects raised here.
     input: String,
     batch: Vec<(Record, i64)>,
+    /// Batches sent, oldest first: once every shard has run one, its buffer (and the
+    /// records' memory, freed here rather than across threads) is used for a new batch.
+    sent: VecDeque<Batch>,
     txs: Vec<Sender<Batch>>,
     counts: Counts,
     rejects: &'a mut R,
@@ -93,11 +98,24 @@ impl<R: RejectSink, P: Progress> Router<'_, R, P> {
         if self.batch.is_empty() {
             return;
         }
-        let batch: Batch = Arc::new(std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH)));
+        let next = match self.sent.front_mut().and_then(Arc::get_mut) {
+            Some(done) => {
+                let mut v = std::mem::take(done);
+                self.sent.pop_front();
+                v.clear();
+                v
+            }
+            None => Vec::with_capacity(BATCH),
+        };
+        let batch: Batch = Arc::new(std::mem::replace(&mut self.batch, next));
         for tx in &self.txs {
             // A worker only stops early if it panicked; the join below reports that.
             let _ = tx.send(Arc::clone(&batch));
         }
+        if self.sent.len() >= RECYCLED {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(batch);
     }
 }
 
@@ -186,6 +204,7 @@ pub fn run(
         wm: Watermark::new(pack.lateness_ms, pack.late_policy),
         input: String::new(),
         batch: Vec::with_capacity(BATCH),
+        sent: VecDeque::new(),
         txs,
         counts: Counts::default(),
         rejects,

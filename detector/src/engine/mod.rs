@@ -420,17 +420,21 @@ impl Engine {
             let slot = &mut entry.slots[i];
             let Some(hit) = hit else { continue };
             self.stats.fired[r] += 1;
-            let (mut reason, mut evidence) = explain(rule, &hit, rec);
+            // Explained only once an action goes out: most firings find their target under
+            // action already (a million of two million records in a `double11` day).
+            let explained = || {
+                let (mut reason, mut evidence) = explain(rule, &hit, rec);
+                if let Some(s) = suspected {
+                    let by = &pack.rules[s.rule].id;
+                    reason.push_str(&format!(
+                        " (suspected: `{by}` holds, threshold × {}, {} rung(s) up)",
+                        s.factor, s.levels
+                    ));
+                    evidence["suspected_by"] = json!(by);
+                }
+                (reason, evidence)
+            };
             let boost = suspected.map_or(0, |s| s.levels);
-            if let Some(s) = suspected {
-                let by = &pack.rules[s.rule].id;
-                reason.push_str(&format!(
-                    " (suspected: `{by}` holds, threshold × {}, {} rung(s) up)",
-                    s.factor, s.levels
-                ));
-                evidence["suspected_by"] = json!(by);
-            }
-            let dim_name = dim.name();
             if rule.targets.is_empty() {
                 let level = slot.ladder.level_at(rec.ts, &pack.escalation) + 1 + boost;
                 let Some(step) = self.policy.apply(&mut self.stats, pack, r, d, &entry.key, rec, level) else {
@@ -444,8 +448,18 @@ impl Engine {
                 }
                 let until = rec.ts + step.for_ms;
                 slot.ladder.acted(level, until);
+                let (reason, evidence) = explained();
                 out.push(action(
-                    pack, rule, &dim_name, &entry.key, rec.ts, level, &step, &reason, evidence, rec,
+                    pack,
+                    rule,
+                    &dim.name(),
+                    &entry.key,
+                    rec.ts,
+                    level,
+                    &step,
+                    &reason,
+                    evidence,
+                    rec,
                 ));
                 if !rule.shadow {
                     entry.active = Some(Box::new(Active { step, until }));
@@ -453,7 +467,7 @@ impl Engine {
                 continue;
             }
             // Acting on targets taken from the record: the key that tipped is evidence.
-            evidence["group"] = json!({ "dim": dim_name, "key": crate::mask::mask_key(dim, &entry.key, &pack.number_plan) });
+            let mut group_explained: Option<(String, serde_json::Value)> = None;
             for &t in &rule.targets {
                 let tdim = &pack.dims[t];
                 let Some(parts) = KeyParts::of(tdim, rec) else { continue };
@@ -475,6 +489,12 @@ impl Engine {
                 let until = rec.ts + step.for_ms;
                 let mut ladder = ladder;
                 ladder.acted(level, until);
+                let (reason, evidence) = group_explained.get_or_insert_with(|| {
+                    let (reason, mut evidence) = explained();
+                    let key = crate::mask::mask_key(dim, &entry.key, &pack.number_plan);
+                    evidence["group"] = json!({ "dim": dim.name(), "key": key });
+                    (reason, evidence)
+                });
                 out.push(action(
                     pack,
                     rule,
@@ -483,7 +503,7 @@ impl Engine {
                     rec.ts,
                     level,
                     &step,
-                    &reason,
+                    reason,
                     evidence.clone(),
                     rec,
                 ));

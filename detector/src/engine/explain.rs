@@ -19,10 +19,11 @@ pub(super) enum Hit {
     Rate {
         count: u64,
     },
-    /// A distinct count, with the latest values counted (masked where they are addresses).
+    /// A distinct count, with the latest values counted (as they came: [`explain`] masks
+    /// addresses, for the few firings that become actions).
     Distinct {
         count: u64,
-        values: Vec<String>,
+        values: Vec<Box<str>>,
     },
     Near(NearLimitHit),
     Ratio {
@@ -72,7 +73,7 @@ pub(super) fn action(
     }
 }
 
-pub(super) fn explain(rule: &Rule, hit: &Hit, rec: &Record) -> (String, serde_json::Value) {
+pub(super) fn explain(rule: &Rule, hit: &Hit, rec: &Record, plan: &anning_rules::NumberPlan) -> (String, serde_json::Value) {
     let record = rec.id().map(str::to_string);
     match (hit, &rule.kind) {
         (
@@ -105,8 +106,12 @@ pub(super) fn explain(rule: &Rule, hit: &Hit, rec: &Record) -> (String, serde_js
             if let Some(d) = sequential {
                 ev["sequential"] = json!(d);
             }
-            if let Hit::Distinct { values, .. } = hit {
-                ev["values"] = json!(values);
+            if let (Hit::Distinct { values, .. }, Some(f)) = (hit, distinct) {
+                let shown: Vec<String> = values
+                    .iter()
+                    .map(|x| if f.is_address() { mask_addr(x, plan) } else { x.to_string() })
+                    .collect();
+                ev["values"] = json!(shown);
             }
             if let Some(id) = record {
                 ev["records"] = json!([id]);

@@ -423,7 +423,7 @@ impl Engine {
             // Explained only once an action goes out: most firings find their target under
             // action already (a million of two million records in a `double11` day).
             let explained = || {
-                let (mut reason, mut evidence) = explain(rule, &hit, rec);
+                let (mut reason, mut evidence) = explain(rule, &hit, rec, &pack.number_plan);
                 if let Some(s) = suspected {
                     let by = &pack.rules[s.rule].id;
                     reason.push_str(&format!(
@@ -471,15 +471,17 @@ impl Engine {
             for &t in &rule.targets {
                 let tdim = &pack.dims[t];
                 let Some(parts) = KeyParts::of(tdim, rec) else { continue };
-                let mut key = String::new();
-                parts.push_to(&mut key);
-                let tname = tdim.name();
+                // `dim\0key`: the target's name in `acted`, its key after the NUL.
+                let mut id = tdim.name();
+                let at = id.len() + 1;
+                id.push('\0');
+                parts.push_to(&mut id);
+                let (tname, key) = (&id[..at - 1], &id[at..]);
                 let acted = slot.acted.get_or_insert_with(Default::default);
-                let id: Box<str> = format!("{tname}\0{key}").into();
-                let (ladder, active) = acted.get(&id).cloned().unzip();
+                let (ladder, active) = acted.get(id.as_str()).cloned().unzip();
                 let ladder = ladder.unwrap_or_default();
                 let level = ladder.level_at(rec.ts, &pack.escalation) + 1 + boost;
-                let Some(step) = self.policy.apply(&mut self.stats, pack, r, t, &key, rec, level) else {
+                let Some(step) = self.policy.apply(&mut self.stats, pack, r, t, key, rec, level) else {
                     continue;
                 };
                 if ladder.in_force(rec.ts) || active.as_ref().is_some_and(|a| a.covers(&step, rec.ts)) {
@@ -495,20 +497,9 @@ impl Engine {
                     evidence["group"] = json!({ "dim": dim.name(), "key": key });
                     (reason, evidence)
                 });
-                out.push(action(
-                    pack,
-                    rule,
-                    &tname,
-                    &key,
-                    rec.ts,
-                    level,
-                    &step,
-                    reason,
-                    evidence.clone(),
-                    rec,
-                ));
+                out.push(action(pack, rule, tname, key, rec.ts, level, &step, reason, evidence.clone(), rec));
                 let acted = slot.acted.get_or_insert_with(Default::default);
-                acted.insert(id, (ladder, Active { step, until }));
+                acted.insert(id.into(), (ladder, Active { step, until }));
             }
         }
     }

@@ -107,16 +107,7 @@ pub(super) fn step<'p>(
                 }
                 (count >= threshold).then(|| Hit::Distinct {
                     count,
-                    values: samples
-                        .iter()
-                        .map(|x| {
-                            if f.is_address() {
-                                mask_addr(x, &pack.number_plan)
-                            } else {
-                                x.to_string()
-                            }
-                        })
-                        .collect(),
+                    values: samples.iter().cloned().collect(),
                 })
             }
             None => None,

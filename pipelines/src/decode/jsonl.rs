@@ -73,13 +73,19 @@ impl<'a> JsonFields<'a> {
         }
     }
 
-    fn col_of(&self, v: &RawValue) -> u64 {
-        let off = v.get().as_ptr() as usize - self.line.as_ptr() as usize;
-        self.line[..off].chars().count() as u64 + 1
+    /// A value's byte offset in the line.
+    fn offset_of(&self, v: &RawValue) -> u64 {
+        (v.get().as_ptr() as usize - self.line.as_ptr() as usize) as u64
     }
 }
 
 impl<'a> Fields<'a> for JsonFields<'a> {
+    /// Positions are byte offsets in the line; the column counts characters.
+    fn col(&self, at: Option<u64>) -> Option<u64> {
+        let off = (at? as usize).min(self.line.len());
+        Some(self.line[..off].chars().count() as u64 + 1)
+    }
+
     fn get(&mut self, name: &'static str) -> Result<Option<(Val<'a>, Option<u64>)>, Bad> {
         let raw = match name {
             "ts" => self.raw.ts,
@@ -102,12 +108,12 @@ impl<'a> Fields<'a> for JsonFields<'a> {
             _ => None,
         };
         let Some(raw) = raw else { return Ok(None) };
-        let col = Some(self.col_of(raw));
+        let at = Some(self.offset_of(raw));
         let text = raw.get();
         let bad_type = |what: &str| Bad {
             reason: RejectReason::BadType,
             field: Some(name),
-            col,
+            col: self.col(at),
             detail: format!("`{name}` is {what}"),
         };
         let v = match text.as_bytes()[0] {
@@ -122,6 +128,6 @@ impl<'a> Fields<'a> for JsonFields<'a> {
                 Err(_) => Val::Float(text.parse::<f64>().map_err(|_| bad_type("an unreadable number"))?),
             },
         };
-        Ok(Some((v, col)))
+        Ok(Some((v, at)))
     }
 }

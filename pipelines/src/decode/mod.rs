@@ -120,8 +120,14 @@ impl Val<'_> {
 
 /// Where [`assemble`] reads fields from.
 pub trait Fields<'a> {
-    /// The value of `name` and its column, `None` when absent (or null / empty).
+    /// The value of `name` and where it is (see [`col`](Self::col)), `None` when absent (or
+    /// null / empty).
     fn get(&mut self, name: &'static str) -> Result<Option<(Val<'a>, Option<u64>)>, Bad>;
+    /// The 1-based column of a position `get` returned, for a reject. Only a reject needs
+    /// it, so a decoder may return something cheaper to find and turn it into a column here.
+    fn col(&self, at: Option<u64>) -> Option<u64> {
+        at
+    }
     /// Whether every value arrives as text (CSV), so numbers and booleans are parsed from it.
     fn textual(&self) -> bool {
         false
@@ -151,13 +157,19 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
         None => return Err(Bad::new(RejectReason::MissingField, "ts", None, "`ts` is required".into())),
         Some((Val::Int(ms), _)) => ms,
         Some((Val::Float(x), _)) if x.fract() == 0.0 && x.abs() < 9e15 => x as i64,
-        Some((Val::Str(s), col)) => parse_ts_text(&s)
-            .map_err(|why| Bad::new(RejectReason::BadValue, "ts", col, format!("`ts` = \"{}\": {why}", shown("ts", &s))))?,
+        Some((Val::Str(s), col)) => parse_ts_text(&s).map_err(|why| {
+            Bad::new(
+                RejectReason::BadValue,
+                "ts",
+                f.col(col),
+                format!("`ts` = \"{}\": {why}", shown("ts", &s)),
+            )
+        })?,
         Some((v, col)) => {
             return Err(Bad::new(
                 RejectReason::BadType,
                 "ts",
-                col,
+                f.col(col),
                 format!("`ts` is {}; expected integer milliseconds or an RFC 3339 string", v.type_name()),
             ));
         }
@@ -168,7 +180,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
             Bad::new(
                 RejectReason::BadValue,
                 "type",
-                col,
+                f.col(col),
                 format!("`type` = \"{}\" is not one of {}", shown("type", &s), RecordKind::names()),
             )
         })?,
@@ -176,7 +188,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
             return Err(Bad::new(
                 RejectReason::BadType,
                 "type",
-                col,
+                f.col(col),
                 format!("`type` is {}; expected a string", v.type_name()),
             ));
         }
@@ -189,7 +201,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
                     return Err(Bad::new(
                         RejectReason::BadValue,
                         name,
-                        col,
+                        f.col(col),
                         format!("`{name}` = \"{}\" is not a digit string", shown(name, &s)),
                     ));
                 }
@@ -199,7 +211,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
                 return Err(Bad::new(
                     RejectReason::BadType,
                     name,
-                    col,
+                    f.col(col),
                     format!("`{name}` is {}; expected a string", v.type_name()),
                 ));
             }
@@ -211,7 +223,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
             Bad::new(
                 RejectReason::BadValue,
                 "status",
-                col,
+                f.col(col),
                 format!("`status` = \"{}\" is not one of {}", shown("status", &s), DlrStatus::names()),
             )
         })?),
@@ -219,7 +231,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
             return Err(Bad::new(
                 RejectReason::BadType,
                 "status",
-                col,
+                f.col(col),
                 format!("`status` is {}; expected a string", v.type_name()),
             ));
         }
@@ -234,7 +246,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
                 return Err(Bad::new(
                     RejectReason::BadValue,
                     "answered",
-                    col,
+                    f.col(col),
                     format!("`answered` = \"{}\" is not true or false", shown("answered", other)),
                 ));
             }
@@ -243,7 +255,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
             return Err(Bad::new(
                 RejectReason::BadType,
                 "answered",
-                col,
+                f.col(col),
                 format!("`answered` is {}; expected a boolean", v.type_name()),
             ));
         }
@@ -256,7 +268,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
             Bad::new(
                 RejectReason::BadValue,
                 "dur",
-                col,
+                f.col(col),
                 format!("`dur` = \"{}\" is not a number", shown("dur", &s)),
             )
         })?),
@@ -264,7 +276,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
             return Err(Bad::new(
                 RejectReason::BadType,
                 "dur",
-                col,
+                f.col(col),
                 format!("`dur` is {}; expected a number of seconds", v.type_name()),
             ));
         }

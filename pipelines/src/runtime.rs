@@ -185,9 +185,7 @@ pub fn run(
                     let mut engine = Engine::new(pack, shard, threads);
                     let mut actions = Vec::new();
                     for batch in rx {
-                        for (rec, wm) in batch.iter() {
-                            engine.process(rec, *wm, &mut actions);
-                        }
+                        engine.process_batch(&batch, |(rec, wm)| (rec, *wm), |_, acts| actions.append(acts));
                         // Counted in the engine's stats; replay reports the count.
                         engine.take_allowed();
                     }

@@ -30,6 +30,7 @@ use crate::record::{Record, Slot};
 use crate::window::{SlidingCount, SlidingDistinct};
 use anning_rules::duration::format_duration_ms as dur;
 
+mod ahead;
 mod cold;
 mod explain;
 mod policy;
@@ -163,6 +164,8 @@ struct DimState {
     suspect_slot: Vec<Option<usize>>,
     /// How new keys start cold, if they can.
     cold: Option<ColdPlan>,
+    /// Where `table`'s buckets are, for prefetching (see `ahead`).
+    base: ahead::Base,
 }
 
 /// One shard's detector.
@@ -182,6 +185,8 @@ pub struct Engine {
     only_d: usize,
     /// Whether new keys may start cold (see `cold`); on unless turned off for comparison.
     cold_keys: bool,
+    /// Records routed ahead of their turn by [`Engine::process_batch`], oldest first.
+    ahead: VecDeque<ahead::Routed>,
 }
 
 /// The hash seed of a dimension: from its name, so a key keeps its hash (and its shard)
@@ -267,6 +272,29 @@ fn wants(rule: &Rule, r: &Record) -> bool {
     }
 }
 
+/// What dim `d` does with `rec` on shard `shard` of `shards`: the key's hash and a bit per
+/// rule slot that wants the record; wanted is 0 when no rule does, the record has no key
+/// under `d`, or another shard owns the key.
+fn route(pack: &Pack, ds: &DimState, d: usize, shard: u64, shards: u64, rec: &Record) -> (u64, u64) {
+    let mut wanted: u64 = 0;
+    for (i, &r) in ds.rules.iter().enumerate() {
+        if wants(&pack.rules[r], rec) {
+            wanted |= 1 << i;
+        }
+    }
+    if wanted == 0 {
+        return (0, 0);
+    }
+    let Some(parts) = KeyParts::of(&pack.dims[d], rec) else {
+        return (0, 0);
+    };
+    let hash = key_hash(ds.seed, parts.parts());
+    if shard_of(hash, shards) != shard {
+        return (0, 0);
+    }
+    (hash, wanted)
+}
+
 /// A subscriber number as a number, for closeness of destinations.
 fn as_number(s: &str) -> Option<u64> {
     (s.len() <= 19 && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
@@ -298,6 +326,7 @@ impl Engine {
             },
             only: None,
             only_d: usize::MAX,
+            ahead: VecDeque::new(),
             cold_keys: true,
         }
     }
@@ -348,34 +377,36 @@ impl Engine {
     /// actions it causes to `out`.
     pub fn process(&mut self, rec: &Record, wm: i64, out: &mut Vec<Action>) {
         let pack = Arc::clone(&self.pack);
+        self.process_with(&pack, rec, wm, out);
+    }
+
+    /// [`process`](Self::process) with the engine's pack held by the caller: an `Arc` clone
+    /// per record cost two atomic operations on a counter every shard shares.
+    fn process_with(&mut self, pack: &Pack, rec: &Record, wm: i64, out: &mut Vec<Action>) {
+        let routed = self.take_routed(rec);
         for d in 0..self.dims.len() {
             if self.only.is_some() && d != self.only_d {
                 continue;
             }
-            self.process_dim(&pack, d, rec, wm, out);
+            let (hash, wanted) = match &routed {
+                Some(r) => r.routes[d],
+                None => route(pack, &self.dims[d], d, self.shard, self.shards, rec),
+            };
+            if wanted != 0 {
+                self.process_dim(pack, d, rec, wm, hash, wanted, out);
+            }
             if wm >= self.dims[d].next_sweep {
-                self.sweep(&pack, d, wm);
+                self.sweep(pack, d, wm);
             }
         }
     }
 
-    fn process_dim(&mut self, pack: &Pack, d: usize, rec: &Record, wm: i64, out: &mut Vec<Action>) {
-        let dim_state = &self.dims[d];
-        let mut wanted: u64 = 0;
-        for (i, &r) in dim_state.rules.iter().enumerate() {
-            if wants(&pack.rules[r], rec) {
-                wanted |= 1 << i;
-            }
-        }
-        if wanted == 0 {
-            return;
-        }
+    /// Runs the rules of dim `d` wanted by `rec` (a bit per rule slot) on its key, whose
+    /// hash is `hash` and which this shard owns.
+    #[allow(clippy::too_many_arguments)]
+    fn process_dim(&mut self, pack: &Pack, d: usize, rec: &Record, wm: i64, hash: u64, wanted: u64, out: &mut Vec<Action>) {
         let dim = &pack.dims[d];
         let Some(parts) = KeyParts::of(dim, rec) else { return };
-        let hash = key_hash(self.dims[d].seed, parts.parts());
-        if shard_of(hash, self.shards) != self.shard {
-            return;
-        }
         self.scratch.clear();
         parts.push_to(&mut self.scratch);
         let key = self.scratch.as_str();
@@ -583,6 +614,7 @@ fn dim_states(pack: &Pack) -> Vec<DimState> {
                 sweep_every,
                 next_sweep: i64::MIN,
                 seed: dim_seed(&pack.dims[d]),
+                base: ahead::Base::default(),
             }
         })
         .collect()

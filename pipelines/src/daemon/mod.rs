@@ -457,15 +457,15 @@ pub fn run(
         txs.push(tx);
         let rtx = rtx.clone();
         workers.push(thread::Builder::new().name(format!("shard-{shard}")).spawn(move || {
-            let mut buf = Vec::new();
             for work in rx {
                 let done = match work {
                     Work::Batch(batch) => {
                         let mut out = Vec::new();
-                        for (rec, wm, idx) in batch.iter() {
-                            engine.process(rec, *wm, &mut buf);
-                            out.extend(buf.drain(..).map(|a| (*idx, a)));
-                        }
+                        engine.process_batch(
+                            &batch,
+                            |(rec, wm, _)| (rec, *wm),
+                            |i, acts| out.extend(acts.drain(..).map(|a| (batch[i].2, a))),
+                        );
                         Done::Batch(out, engine.take_allowed())
                     }
                     Work::Reload(p) => Done::Reloaded(engine.reload(p)),

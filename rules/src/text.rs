@@ -4,7 +4,7 @@
 //! The same functions normalise the pack's terms at compile time and the records' texts at
 //! run time, so `ＴＤ`, `td` and ` TD ` are all the word `td`.
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 /// Folds full-width ASCII (`Ａ`..`～`) and the ideographic space to ASCII, and ASCII letters
 /// to lower case.
@@ -102,6 +102,9 @@ impl Lexicon {
         }
         let ac = (!patterns.is_empty()).then(|| {
             AhoCorasick::builder()
+                // A full DFA: a few KiB for a pack's terms, and the fastest overlapping search
+                // (content classes are computed for every message).
+                .kind(Some(AhoCorasickKind::DFA))
                 .match_kind(MatchKind::Standard)
                 .ascii_case_insensitive(true)
                 .build(&patterns)

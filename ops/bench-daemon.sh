@@ -7,8 +7,11 @@
 #   2. anning-bench bare-consume reads them all: messages/s.
 #   3. anning daemon (fresh group, default pack, 2 threads) reads them all: records/s from its
 #      first batch to its last, from its own metrics.
-#   4. Latency: a fresh topic fed at ANNING_BENCH_RATE records/s (default 50000) for
-#      ANNING_BENCH_SECONDS (default 40) while the daemon runs; ingest-to-action quantiles.
+#   4. The broker's own latency: a fresh topic fed at ANNING_BENCH_RATE records/s (default
+#      50000) for ANNING_BENCH_SECONDS (default 40), read as it arrives by anning-bench
+#      bare-latency: produce-to-consume quantiles, the floor for the next step.
+#   5. Latency: a fresh topic fed the same way while the daemon runs; ingest-to-action
+#      quantiles.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-2000000}"
@@ -53,13 +56,21 @@ python3 -c "import sys; f,l,n0,n=map(float,sys.argv[1:]); print(f'daemon: {int(n
 echo "actions: $(metric anning_actions_total)"
 kill -TERM $daemon; wait $daemon || true
 
+echo "== the broker alone at $rate records/s for $secs s (bare consumer, daemon's fetch settings)"
+head -n $(( rate * secs )) "$run/d.jsonl" > "$run/latency.jsonl"
+"$bin" produce --brokers "$brokers" --topic "tb-$tag" --partitions 1 /dev/null 2>/dev/null || true
+"$bench" bare-latency "$brokers" "tb-$tag" "$(wc -l < "$run/latency.jsonl")" &
+bare=$!
+sleep 2
+"$bin" produce "$run/latency.jsonl" --brokers "$brokers" --topic "tb-$tag" --rate "$rate"
+wait $bare
+
 echo "== latency at $rate records/s for $secs s"
 "$bin" produce --brokers "$brokers" --topic "tl-$tag" --partitions 1 /dev/null 2>/dev/null || true
 "$bin" daemon --brokers "$brokers" --group "gl-$tag" --input-topic "tl-$tag" --actions-topic "tla-$tag" --dlq-topic "tld-$tag" \
     --registry "$run/ports.csv" --admin 127.0.0.1:9897 --threads 2 2>"$run/daemon-latency.log" &
 daemon=$!
 until curl -sf http://127.0.0.1:9897/readyz >/dev/null; do sleep 0.2; done
-head -n $(( rate * secs )) "$run/d.jsonl" > "$run/latency.jsonl"
 "$bin" produce "$run/latency.jsonl" --brokers "$brokers" --topic "tl-$tag" --rate "$rate"
 want=$(wc -l < "$run/latency.jsonl")
 until [[ $(( $(metric anning_records_in_total) + $(metric anning_rejects_total) )) -ge $want ]]; do sleep 0.2; done

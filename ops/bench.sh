@@ -108,9 +108,11 @@ if [[ "$broker" != 0 ]]; then
     bc=$(echo "$out" | sed -n 's/^bare-consume:.*: \([0-9]*\) messages\/s/\1/p')
     dm=$(echo "$out" | sed -n 's/^daemon:.*: \([0-9]*\) records\/s/\1/p')
     p99=$(echo "$out" | sed -n 's/^anning_ingest_to_action_seconds{quantile="0.99"} \(.*\)/\1/p')
+    bare99=$(echo "$out" | sed -n 's/^bare-latency:.* p99 \([0-9]*\) .*/\1/p')
     row "bare rdkafka consumer, same topic" "$(fmt "$bc")" "floor"
     row "\`anning daemon\`, 2 threads" "$(fmt "$dm")" "≥ 1 M/s"
     row "daemon ÷ bare consumer" "$(ratio "$dm" "$bc")" "≥ 0.9"
+    row "p99 produce-to-consume, the broker alone, at ${ANNING_BENCH_RATE:-100000} records/s" "${bare99} ms" "floor"
     row "p99 produce-to-action at ${ANNING_BENCH_RATE:-100000} records/s" "$(python3 -c "print(f'{float(\"$p99\")*1000:.0f} ms')")" "≤ 10 ms"
 else
     row "broker rows" "skipped (ANNING_BENCH_BROKER=0)" ""

@@ -6,8 +6,8 @@
 //! - `anning-bench bare-consume BROKERS TOPIC N`: reads N messages of every partition of
 //!   TOPIC from the beginning with a bare rdkafka `BaseConsumer` (the floor the daemon is
 //!   compared against) and prints messages/s from the first message to the Nth.
-//! - `anning-bench bare-latency BROKERS TOPIC N`: reads N messages of TOPIC as they arrive
-//!   (from its end) with a bare rdkafka consumer set up like the daemon's, and prints the
+//! - `anning-bench bare-latency BROKERS TOPIC N`: reads N messages of a fresh TOPIC as they
+//!   arrive with a bare rdkafka consumer set up like the daemon's, and prints the
 //!   quantiles of arrival − the message's timestamp: the broker's share of the daemon's
 //!   ingest-to-action latency, measured while `anning produce --rate` feeds the topic.
 //! - `anning-bench sliding N KEYS HOURS`: a 1 h window sliding by 1 s against one sliding by
@@ -147,7 +147,7 @@ fn bare_latency(brokers: &str, topic: &str, n: u64) -> Result<()> {
     let mut tpl = TopicPartitionList::new();
     for t in meta.topics() {
         for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::End)?;
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
         }
     }
     consumer.assign(&tpl)?;

@@ -13,6 +13,11 @@
 //! 5. Commit the offsets after the batch's last records. A crash anywhere before this
 //!    re-delivers the batch: actions repeat with the same ids, nothing is lost.
 //!
+//! Batches overlap: the shards run batch `i` while batch `i + 1` is polled and decoded;
+//! then `i + 1` goes to the shards (behind `i`) and `i` goes through steps 4 and 5 while
+//! they run it. At most two batches are uncommitted at any time. Reloads, releases and
+//! checkpoints finish the batch in flight first, so the shards are idle for them.
+//!
 //! # State on start
 //! With `checkpoint_dir`, the newest usable snapshot is restored and each partition it covers
 //! is read from the snapshot's offset (see [`crate::checkpoint`]). Other partitions follow
@@ -91,7 +96,8 @@ enum Work {
 /// What shard workers answer: a batch's actions (with the record index that tipped each)
 /// and the allowlist's held-back actions, or what a reload kept.
 enum Done {
-    Batch(Vec<(u32, Action)>, Vec<anning_detector::Allowed>),
+    /// From shard `.0`.
+    Batch(usize, Vec<(u32, Action)>, Vec<anning_detector::Allowed>),
     Reloaded(anning_detector::Reloaded),
     /// The owner's `release` action (`None` from the others, or when nothing was in force).
     Released(Option<Action>),
@@ -467,7 +473,7 @@ pub fn run(
                             |(rec, wm, _)| (rec, *wm),
                             |i, acts| out.extend(acts.drain(..).map(|a| (batch[i].2, a))),
                         );
-                        Done::Batch(out, engine.take_allowed())
+                        Done::Batch(shard, out, engine.take_allowed())
                     }
                     Work::Reload(p) => Done::Reloaded(engine.reload(p)),
                     Work::Release { dim, key, ts, reason } => Done::Released(engine.release(&dim, &key, ts, &reason)),
@@ -517,6 +523,7 @@ pub fn run(
         resumed: &resumed,
         checkpoints: store.is_some(),
         spare: RefCell::new(None),
+        early: RefCell::new(Vec::new()),
     };
 
     while !stop.load(Ordering::Relaxed) {
@@ -651,24 +658,28 @@ pub fn run(
         }
         metrics.watermark_ms.store(wm.current().max(0), Relaxed);
 
-        // 2. The batch before this one, which the shards ran while this one was gathered:
-        //    its actions produced and acknowledged, audited, its offsets committed.
-        if let Some(p) = inflight.take() {
-            fin.finish(p, &pack, &mut audit, &mut audit_flushed, &mut processed)?;
-        }
-        // 3. This batch to the shards; it is finished once the next one is gathered.
+        // 2. This batch to the shards, behind the one in flight (each shard runs its batches
+        //    in order); it is finished once the next one is gathered.
         let gathered: BTreeSet<i32> = next_offsets.keys().copied().collect();
         most = most.max(records.len());
         let batch = if records.is_empty() {
             None
         } else {
-            metrics.shard_queue.store(records.len() as i64, Relaxed);
             let batch: Batch = Arc::new(records);
             for tx in &txs {
                 tx.send(Work::Batch(Arc::clone(&batch))).context("a shard worker stopped")?;
             }
             Some(batch)
         };
+        // 3. The batch before this one, which the shards ran while this one was gathered:
+        //    its actions produced and acknowledged, audited, its offsets committed, while
+        //    the shards run this one.
+        if let Some(p) = inflight.take() {
+            fin.finish(p, &pack, &mut audit, &mut audit_flushed, &mut processed)?;
+        }
+        if let Some(b) = &batch {
+            metrics.shard_queue.store(b.len() as i64, Relaxed);
+        }
         inflight = Some(Pending {
             batch,
             metas,
@@ -772,6 +783,8 @@ struct Finish<'a> {
     checkpoints: bool,
     /// A finished batch's buffer, emptied, for the next gather.
     spare: RefCell<Option<Vec<(Record, i64, u32)>>>,
+    /// Shards' answers for the batch sent behind the one being finished.
+    early: RefCell<Vec<Done>>,
 }
 
 impl Finish<'_> {
@@ -798,9 +811,20 @@ impl Finish<'_> {
         } = p;
         let mut actions: Vec<(u32, Action)> = Vec::new();
         if let Some(batch) = &batch {
-            for _ in 0..self.threads {
-                match self.rrx.recv().context("a shard worker stopped")? {
-                    Done::Batch(acts, allowed) => {
+            // Each shard's first answer since the last finish is this batch's; a second one
+            // is for the batch sent behind it, kept for the next finish.
+            let mut answers_left: std::collections::VecDeque<Done> = self.early.take().into();
+            let mut later = Vec::new();
+            let mut answered = vec![false; self.threads];
+            while answered.iter().any(|a| !a) {
+                let done = match answers_left.pop_front() {
+                    Some(d) => d,
+                    None => self.rrx.recv().context("a shard worker stopped")?,
+                };
+                match done {
+                    Done::Batch(shard, ..) if answered[shard] => later.push(done),
+                    Done::Batch(shard, acts, allowed) => {
+                        answered[shard] = true;
                         actions.extend(acts);
                         for a in allowed {
                             let shown = match anning_rules::Dim::parse(&a.dim) {
@@ -816,6 +840,8 @@ impl Finish<'_> {
                     }
                 }
             }
+            later.extend(answers_left);
+            self.early.replace(later);
             metrics.shard_queue.store(0, Relaxed);
             actions.sort_by(|a, b| (a.0, a.1.sort_key()).cmp(&(b.0, b.1.sort_key())));
             let committed = consumer.context().committed.lock().expect("lock").clone();

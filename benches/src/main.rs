@@ -94,14 +94,24 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn bare_consume(brokers: &str, topic: &str, n: u64) -> Result<()> {
+/// A bare consumer with `settings` on top of the defaults, assigned every partition of
+/// `topic` from the beginning; `each` sees every message until it says stop.
+fn read_topic(
+    brokers: &str,
+    topic: &str,
+    settings: &[(&str, &str)],
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Result<bool>,
+) -> Result<()> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let mut conf = ClientConfig::new();
+    conf.set("bootstrap.servers", brokers)
         .set("group.id", "anning-bench-bare")
-        .set("enable.auto.commit", "false")
-        .create()?;
+        .set("enable.auto.commit", "false");
+    for (k, v) in settings {
+        conf.set(*k, *v);
+    }
+    let consumer: BaseConsumer = conf.create()?;
     let meta = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))?;
     let mut tpl = TopicPartitionList::new();
     for t in meta.topics() {
@@ -110,20 +120,29 @@ fn bare_consume(brokers: &str, topic: &str, n: u64) -> Result<()> {
         }
     }
     consumer.assign(&tpl)?;
-    let (mut got, mut bytes) = (0u64, 0u64);
-    let mut first: Option<Instant> = None;
     let deadline = Instant::now() + std::time::Duration::from_secs(600);
-    while got < n {
+    loop {
         if Instant::now() > deadline {
-            bail!("only {got} of {n} messages within 10 minutes");
+            bail!("{topic}: not done within 10 minutes");
         }
-        if let Some(m) = consumer.poll(std::time::Duration::from_millis(100)) {
-            let m = m?;
-            first.get_or_insert_with(Instant::now);
-            bytes += m.payload().map_or(0, |p| p.len() as u64);
-            got += 1;
+        if let Some(m) = consumer.poll(std::time::Duration::from_millis(100))
+            && !each(&m?)?
+        {
+            return Ok(());
         }
     }
+}
+
+fn bare_consume(brokers: &str, topic: &str, n: u64) -> Result<()> {
+    use rdkafka::Message;
+    let (mut got, mut bytes) = (0u64, 0u64);
+    let mut first: Option<Instant> = None;
+    read_topic(brokers, topic, &[], |m| {
+        first.get_or_insert_with(Instant::now);
+        bytes += m.payload().map_or(0, |p| p.len() as u64);
+        got += 1;
+        Ok(got < n)
+    })?;
     let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64()).max(1e-9);
     println!(
         "bare-consume: {got} messages ({bytes} bytes) in {secs:.2} s: {:.0} messages/s",
@@ -133,39 +152,18 @@ fn bare_consume(brokers: &str, topic: &str, n: u64) -> Result<()> {
 }
 
 fn bare_latency(brokers: &str, topic: &str, n: u64) -> Result<()> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-    // The daemon's consumer settings that bear on latency (`pipelines/src/daemon/mod.rs`).
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "anning-bench-latency")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
-        .set("fetch.queue.backoff.ms", "5")
-        .create()?;
-    let meta = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    for t in meta.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-        }
-    }
-    consumer.assign(&tpl)?;
+    use rdkafka::Message;
     let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000, 3)?;
     let mut got = 0u64;
-    let deadline = Instant::now() + std::time::Duration::from_secs(600);
-    while got < n {
-        if Instant::now() > deadline {
-            bail!("only {got} of {n} messages within 10 minutes");
-        }
-        if let Some(m) = consumer.poll(std::time::Duration::from_millis(100)) {
-            let m = m?;
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
-            let ts = m.timestamp().to_millis().unwrap_or(now);
-            h.record((now - ts).max(1) as u64)?;
-            got += 1;
-        }
-    }
+    // The daemon's consumer settings that bear on latency (`pipelines/src/daemon/mod.rs`).
+    let settings = [("fetch.wait.max.ms", "10"), ("fetch.queue.backoff.ms", "5")];
+    read_topic(brokers, topic, &settings, |m| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+        let ts = m.timestamp().to_millis().unwrap_or(now);
+        h.record((now - ts).max(1) as u64)?;
+        got += 1;
+        Ok(got < n)
+    })?;
     println!(
         "bare-latency: {got} messages; produce-to-consume ms p50 {} p90 {} p99 {} p99.9 {} max {}",
         h.value_at_quantile(0.5),

@@ -113,7 +113,7 @@ impl<'a> Fields<'a> for JsonFields<'a> {
         let bad_type = |what: &str| Bad {
             reason: RejectReason::BadType,
             field: Some(name),
-            col: self.col(at),
+            col: at,
             detail: format!("`{name}` is {what}"),
         };
         let v = match text.as_bytes()[0] {

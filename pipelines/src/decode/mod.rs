@@ -123,8 +123,9 @@ pub trait Fields<'a> {
     /// The value of `name` and where it is (see [`col`](Self::col)), `None` when absent (or
     /// null / empty).
     fn get(&mut self, name: &'static str) -> Result<Option<(Val<'a>, Option<u64>)>, Bad>;
-    /// The 1-based column of a position `get` returned, for a reject. Only a reject needs
-    /// it, so a decoder may return something cheaper to find and turn it into a column here.
+    /// The 1-based column of a position `get` returned (or put in a reject), for a reject:
+    /// only a reject needs it, so a decoder may return something cheaper to find and turn
+    /// it into a column here. [`assemble`] calls it once, on the reject it returns.
     fn col(&self, at: Option<u64>) -> Option<u64> {
         at
     }
@@ -151,25 +152,28 @@ fn shown(field: &str, v: &str) -> String {
 
 /// Checks and assembles one record from its fields, per `contract/records.md`.
 pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher<'_>) -> Result<Record, Bad> {
+    // Positions are turned into columns here, once, and only for a reject.
+    assemble_at(f, b, en).map_err(|bad| Bad {
+        col: f.col(bad.col),
+        ..bad
+    })
+}
+
+/// [`assemble`], with rejects at the positions `f.get` gave.
+fn assemble_at<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher<'_>) -> Result<Record, Bad> {
     b.clear();
     let textual = f.textual();
     let ts = match f.get("ts")? {
         None => return Err(Bad::new(RejectReason::MissingField, "ts", None, "`ts` is required".into())),
         Some((Val::Int(ms), _)) => ms,
         Some((Val::Float(x), _)) if x.fract() == 0.0 && x.abs() < 9e15 => x as i64,
-        Some((Val::Str(s), col)) => parse_ts_text(&s).map_err(|why| {
-            Bad::new(
-                RejectReason::BadValue,
-                "ts",
-                f.col(col),
-                format!("`ts` = \"{}\": {why}", shown("ts", &s)),
-            )
-        })?,
+        Some((Val::Str(s), col)) => parse_ts_text(&s)
+            .map_err(|why| Bad::new(RejectReason::BadValue, "ts", col, format!("`ts` = \"{}\": {why}", shown("ts", &s))))?,
         Some((v, col)) => {
             return Err(Bad::new(
                 RejectReason::BadType,
                 "ts",
-                f.col(col),
+                col,
                 format!("`ts` is {}; expected integer milliseconds or an RFC 3339 string", v.type_name()),
             ));
         }
@@ -180,7 +184,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
             Bad::new(
                 RejectReason::BadValue,
                 "type",
-                f.col(col),
+                col,
                 format!("`type` = \"{}\" is not one of {}", shown("type", &s), RecordKind::names()),
             )
         })?,
@@ -188,7 +192,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
             return Err(Bad::new(
                 RejectReason::BadType,
                 "type",
-                f.col(col),
+                col,
                 format!("`type` is {}; expected a string", v.type_name()),
             ));
         }
@@ -201,7 +205,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
                     return Err(Bad::new(
                         RejectReason::BadValue,
                         name,
-                        f.col(col),
+                        col,
                         format!("`{name}` = \"{}\" is not a digit string", shown(name, &s)),
                     ));
                 }
@@ -211,7 +215,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
                 return Err(Bad::new(
                     RejectReason::BadType,
                     name,
-                    f.col(col),
+                    col,
                     format!("`{name}` is {}; expected a string", v.type_name()),
                 ));
             }
@@ -223,7 +227,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
             Bad::new(
                 RejectReason::BadValue,
                 "status",
-                f.col(col),
+                col,
                 format!("`status` = \"{}\" is not one of {}", shown("status", &s), DlrStatus::names()),
             )
         })?),
@@ -231,7 +235,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
             return Err(Bad::new(
                 RejectReason::BadType,
                 "status",
-                f.col(col),
+                col,
                 format!("`status` is {}; expected a string", v.type_name()),
             ));
         }
@@ -246,7 +250,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
                 return Err(Bad::new(
                     RejectReason::BadValue,
                     "answered",
-                    f.col(col),
+                    col,
                     format!("`answered` = \"{}\" is not true or false", shown("answered", other)),
                 ));
             }
@@ -255,7 +259,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
             return Err(Bad::new(
                 RejectReason::BadType,
                 "answered",
-                f.col(col),
+                col,
                 format!("`answered` is {}; expected a boolean", v.type_name()),
             ));
         }
@@ -268,7 +272,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
             Bad::new(
                 RejectReason::BadValue,
                 "dur",
-                f.col(col),
+                col,
                 format!("`dur` = \"{}\" is not a number", shown("dur", &s)),
             )
         })?),
@@ -276,7 +280,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
             return Err(Bad::new(
                 RejectReason::BadType,
                 "dur",
-                f.col(col),
+                col,
                 format!("`dur` is {}; expected a number of seconds", v.type_name()),
             ));
         }

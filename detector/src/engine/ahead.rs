@@ -25,7 +25,7 @@ use crate::record::Record;
 const AHEAD: usize = 8;
 
 /// A record routed ahead of its turn: its address (to check it is the one processed next)
-/// and, per dim, (hash, wanted) as [`route`] gives them.
+/// and, per dim, (hash, wanted) as [`route`] gives them, (0, 0) where it gives none.
 pub(super) struct Routed {
     rec: usize,
     pub(super) routes: SmallVec<[(u64, u64); 8]>,
@@ -131,11 +131,10 @@ impl Engine {
         } = self;
         let mut routes = SmallVec::with_capacity(dims.len());
         for (d, ds) in dims.iter_mut().enumerate() {
-            let r = if only.is_some() && d != *only_d {
-                (0, 0)
-            } else {
-                route(pack, ds, d, *shard, *shards, rec)
-            };
+            let routed = (only.is_none() || d == *only_d)
+                .then(|| route(pack, ds, d, *shard, *shards, rec))
+                .flatten();
+            let r = routed.map_or((0, 0), |(_, hash, wanted)| (hash, wanted));
             if r.1 != 0 {
                 fetch(ds, r.0);
             }

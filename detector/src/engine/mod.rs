@@ -272,10 +272,10 @@ fn wants(rule: &Rule, r: &Record) -> bool {
     }
 }
 
-/// What dim `d` does with `rec` on shard `shard` of `shards`: the key's hash and a bit per
-/// rule slot that wants the record; wanted is 0 when no rule does, the record has no key
+/// What dim `d` does with `rec` on shard `shard` of `shards`: the key, its hash and a bit
+/// per rule slot that wants the record; `None` when no rule does, the record has no key
 /// under `d`, or another shard owns the key.
-fn route(pack: &Pack, ds: &DimState, d: usize, shard: u64, shards: u64, rec: &Record) -> (u64, u64) {
+fn route<'r>(pack: &Pack, ds: &DimState, d: usize, shard: u64, shards: u64, rec: &'r Record) -> Option<(KeyParts<'r>, u64, u64)> {
     let mut wanted: u64 = 0;
     for (i, &r) in ds.rules.iter().enumerate() {
         if wants(&pack.rules[r], rec) {
@@ -283,16 +283,11 @@ fn route(pack: &Pack, ds: &DimState, d: usize, shard: u64, shards: u64, rec: &Re
         }
     }
     if wanted == 0 {
-        return (0, 0);
+        return None;
     }
-    let Some(parts) = KeyParts::of(&pack.dims[d], rec) else {
-        return (0, 0);
-    };
+    let parts = KeyParts::of(&pack.dims[d], rec)?;
     let hash = key_hash(ds.seed, parts.parts());
-    if shard_of(hash, shards) != shard {
-        return (0, 0);
-    }
-    (hash, wanted)
+    (shard_of(hash, shards) == shard).then_some((parts, hash, wanted))
 }
 
 /// A subscriber number as a number, for closeness of destinations.
@@ -388,12 +383,16 @@ impl Engine {
             if self.only.is_some() && d != self.only_d {
                 continue;
             }
-            let (hash, wanted) = match &routed {
-                Some(r) => r.routes[d],
+            let key = match &routed {
+                // Routed ahead: only the key's parts are found again (they borrow the record).
+                Some(r) => match r.routes[d] {
+                    (_, 0) => None,
+                    (hash, wanted) => KeyParts::of(&pack.dims[d], rec).map(|parts| (parts, hash, wanted)),
+                },
                 None => route(pack, &self.dims[d], d, self.shard, self.shards, rec),
             };
-            if wanted != 0 {
-                self.process_dim(pack, d, rec, wm, hash, wanted, out);
+            if let Some((parts, hash, wanted)) = key {
+                self.process_dim(pack, d, rec, wm, (parts, hash), wanted, out);
             }
             if wm >= self.dims[d].next_sweep {
                 self.sweep(pack, d, wm);
@@ -401,12 +400,20 @@ impl Engine {
         }
     }
 
-    /// Runs the rules of dim `d` wanted by `rec` (a bit per rule slot) on its key, whose
-    /// hash is `hash` and which this shard owns.
+    /// Runs the rules of dim `d` wanted by `rec` (a bit per rule slot) on its key (parts and
+    /// hash), which this shard owns.
     #[allow(clippy::too_many_arguments)]
-    fn process_dim(&mut self, pack: &Pack, d: usize, rec: &Record, wm: i64, hash: u64, wanted: u64, out: &mut Vec<Action>) {
+    fn process_dim(
+        &mut self,
+        pack: &Pack,
+        d: usize,
+        rec: &Record,
+        wm: i64,
+        (parts, hash): (KeyParts<'_>, u64),
+        wanted: u64,
+        out: &mut Vec<Action>,
+    ) {
         let dim = &pack.dims[d];
-        let Some(parts) = KeyParts::of(dim, rec) else { return };
         self.scratch.clear();
         parts.push_to(&mut self.scratch);
         let key = self.scratch.as_str();

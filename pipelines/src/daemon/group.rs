@@ -52,8 +52,10 @@ use rdkafka::message::Headers;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use super::batch::deliver;
+use super::decode::{dead_letter_of, decode};
 use super::merge::{Merge, Pending};
-use super::{DaemonConfig, Metrics, Out, Reload, Topic, action_out, client_config, create_topics, decode, deliver, now_ms};
+use super::{DaemonConfig, Metrics, Out, Reload, Topic, action_out, client_config, create_topics, now_ms};
 use crate::checkpoint::{Meta, Store};
 use crate::decode::RejectReason;
 
@@ -734,7 +736,7 @@ fn route(
     outs: &mut Vec<Out>,
 ) {
     let dlq = |reason: &str, detail: &str, col: Option<u64>| {
-        super::dead_letter_of((&ctx.names.input, p, g.offset), &g.key, &g.payload, (reason, detail, col))
+        dead_letter_of((&ctx.names.input, p, g.offset), &g.key, &g.payload, (reason, detail, col))
     };
     match decode(Some(&g.payload), builder, en) {
         Ok(rec) => {

@@ -4,8 +4,10 @@
 //!
 //! # How a batch goes
 //! 1. Poll up to `batch_max` messages for at most `batch_ms`.
-//! 2. Decode each in arrival order; stamp it with the partitioned watermark. Bad or late
-//!    records go to the dead-letter topic with their original bytes and a reason header.
+//! 2. Decode them: as messages are polled their values are copied into chunks of
+//!    [`decode::CHUNK`], which `threads` decoding threads decode and enrich meanwhile. Then,
+//!    in arrival order, joins and the partitioned watermark. Bad or late records go to the
+//!    dead-letter topic with their original bytes and a reason header.
 //! 3. Broadcast the batch to the shard workers; gather the actions, ordered by the record
 //!    that caused them and then by (ts, dim, key, rule, id).
 //! 4. Produce actions and dead letters (idempotent producer); wait until every one is
@@ -28,8 +30,10 @@
 //! offset.
 
 pub mod admin;
+mod batch;
 mod checkpoints;
 pub mod config;
+mod decode;
 pub mod group;
 mod merge;
 pub mod metrics;
@@ -44,23 +48,24 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anning_detector::{Action, Enricher, Record, RecordBuilder, Registry, Verdict};
+use anning_detector::{Action, Enricher, Record, Registry, Verdict};
 use anning_rules::Pack;
 use anyhow::{Context as _, Result, bail};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::decode::jsonl::JsonFields;
-use crate::decode::{Bad, RejectReason, assemble};
+use crate::decode::RejectReason;
+use batch::{Finish, Pending};
 pub use config::{DaemonConfig, Rebuild};
+use decode::dead_letter;
 pub use metrics::Metrics;
 pub use release::{ReleaseAsk, ReleaseRequest};
 use reload::reload_pack;
@@ -352,53 +357,6 @@ pub fn create_topics(conf: &ClientConfig, topics: &[(&str, i32)]) -> Result<()> 
     Ok(())
 }
 
-/// Decodes one message value (a JSON object, the record contract).
-fn decode(payload: Option<&[u8]>, b: &mut RecordBuilder, en: Enricher<'_>) -> Result<Record, Bad> {
-    let bytes = payload.unwrap_or_default();
-    let text = std::str::from_utf8(bytes).map_err(|e| Bad {
-        reason: RejectReason::Malformed,
-        field: None,
-        col: Some(e.valid_up_to() as u64 + 1),
-        detail: "message is not valid UTF-8".into(),
-    })?;
-    let text = text.trim_end_matches(['\n', '\r']);
-    JsonFields::parse(text).and_then(|mut f| assemble(&mut f, b, en))
-}
-
-fn dead_letter(m: &BorrowedMessage<'_>, reason: &str, detail: &str, col: Option<u64>) -> Out {
-    dead_letter_of(
-        (m.topic(), m.partition(), m.offset()),
-        m.key().unwrap_or_default(),
-        m.payload().unwrap_or_default(),
-        (reason, detail, col),
-    )
-}
-
-/// A dead letter: the original key and bytes, with the reason, detail, source
-/// (`topic/partition@offset`) and column as headers.
-fn dead_letter_of(
-    (topic, partition, offset): (&str, i32, i64),
-    key: &[u8],
-    payload: &[u8],
-    (reason, detail, col): (&str, &str, Option<u64>),
-) -> Out {
-    let mut headers = vec![
-        ("anning.reason", reason.as_bytes().to_vec()),
-        ("anning.detail", detail.as_bytes().to_vec()),
-        ("anning.source", format!("{topic}/{partition}@{offset}").into_bytes()),
-    ];
-    if let Some(c) = col {
-        headers.push(("anning.col", c.to_string().into_bytes()));
-    }
-    Out {
-        topic: Topic::Dlq,
-        key: key.to_vec(),
-        payload: payload.to_vec(),
-        headers,
-        action: None,
-    }
-}
-
 /// The audit log, when configured, with the running pack archived in it.
 fn open_audit(cfg: &DaemonConfig, pack: &Pack) -> Result<Option<crate::audit::Writer>> {
     let Some(dir) = &cfg.audit_dir else { return Ok(None) };
@@ -491,7 +449,7 @@ pub fn run(
     }
     drop(rtx);
 
-    let mut builder = RecordBuilder::default();
+    let mut decoders = decode::Decoders::new(threads, registry)?;
     let mut caught_up: BTreeSet<i32> = BTreeSet::new();
     let mut known: BTreeSet<i32> = BTreeSet::new();
     // Where the restored snapshot ended (its audit rows were written up to there).
@@ -556,6 +514,10 @@ pub fn run(
         // a new one of megabytes came zeroed from the kernel each time.
         let mut records: Vec<(Record, i64, u32)> = fin.spare.take().unwrap_or_else(|| Vec::with_capacity(most));
         let mut metas: Vec<Meta> = Vec::with_capacity(most);
+        // The messages polled, held until the batch is decoded; their values are copied
+        // into chunks, decoded on other threads as soon as a chunk is full.
+        let mut msgs: Vec<BorrowedMessage<'_>> = Vec::with_capacity(most);
+        let mut chunk = decoders.chunk();
         let mut outs: Vec<Out> = Vec::new();
         // Audit rows of what this batch produces, written once acknowledged.
         let mut audited: Vec<crate::audit::Entry> = Vec::new();
@@ -582,12 +544,12 @@ pub fn run(
         let batch_time = Duration::from_millis(cfg.batch_ms);
         let mut polled = 0u32;
         // The clock is read every 64 messages: once per message it cost 3 % of the loop.
-        while records.len() + outs.len() < cfg.batch_max && (!polled.is_multiple_of(64) || started.elapsed() < batch_time) {
+        while msgs.len() + outs.len() < cfg.batch_max && (!polled.is_multiple_of(64) || started.elapsed() < batch_time) {
             polled += 1;
             // Wait for the first message; after it, take what has already arrived and no
             // more: a batch is what came in while the last one ran (large under load, a
             // few records when quiet), so a record never waits for a batch to fill.
-            let wait = if records.is_empty() && outs.is_empty() && !busy {
+            let wait = if msgs.is_empty() && outs.is_empty() && !busy {
                 Duration::from_millis(cfg.batch_ms.min(100))
             } else {
                 Duration::ZERO
@@ -611,46 +573,62 @@ pub fn run(
             }
             done.insert(m.partition(), m.offset() + 1);
             next_offsets.insert(m.partition(), m.offset() + 1);
-            if !known.contains(&m.partition()) {
-                // Newly assigned partitions hold the watermark back from now on.
-                for p in consumer.context().assigned.lock().expect("lock").iter() {
-                    wm.register(*p);
-                    known.insert(*p);
-                }
-                known.insert(m.partition());
+            chunk.push(m.payload());
+            msgs.push(m);
+            if chunk.len() >= decode::CHUNK {
+                let next = decoders.chunk();
+                decoders.send(&pack, std::mem::replace(&mut chunk, next));
             }
-            let ingested_ms = m.timestamp().to_millis().unwrap_or_else(now_ms);
-            match decode(m.payload(), &mut builder, en) {
-                Ok(rec) => {
-                    let mut rec = joiner.apply(rec, en);
-                    metrics.records_in[rec.kind as usize].fetch_add(1, Relaxed);
-                    match wm.observe(m.partition(), rec.ts) {
-                        Verdict::Process { ts, wm } => {
-                            rec.ts = ts;
-                            records.push((rec, wm, metas.len() as u32));
-                            metas.push(Meta {
-                                partition: m.partition(),
-                                offset: m.offset(),
-                                ingested_ms,
-                            });
-                        }
-                        Verdict::Late { behind } => {
-                            if !rebuilding(&consumer, &m) {
-                                *metrics.rejects.lock().expect("lock").entry(RejectReason::Late.name()).or_default() += 1;
-                                let detail = format!("{} record {behind} ms older than the watermark", rec.kind.name());
-                                outs.push(dead_letter(&m, RejectReason::Late.name(), &detail, None));
+        }
+        // Then, in arrival order as the chunks come back decoded, what depends on the records
+        // before: joins and the watermark.
+        decoders.close(&pack, chunk, en);
+        let mut arrived = msgs.iter();
+        while let Some(decoded) = decoders.next() {
+            for (d, m) in decoded.into_iter().zip(arrived.by_ref()) {
+                if !known.contains(&m.partition()) {
+                    // Newly assigned partitions hold the watermark back from now on.
+                    for p in consumer.context().assigned.lock().expect("lock").iter() {
+                        wm.register(*p);
+                        known.insert(*p);
+                    }
+                    known.insert(m.partition());
+                }
+                let ingested_ms = m.timestamp().to_millis().unwrap_or_else(now_ms);
+                match d {
+                    Ok(rec) => {
+                        let mut rec = joiner.apply(rec, en);
+                        metrics.records_in[rec.kind as usize].fetch_add(1, Relaxed);
+                        match wm.observe(m.partition(), rec.ts) {
+                            Verdict::Process { ts, wm } => {
+                                rec.ts = ts;
+                                records.push((rec, wm, metas.len() as u32));
+                                metas.push(Meta {
+                                    partition: m.partition(),
+                                    offset: m.offset(),
+                                    ingested_ms,
+                                });
+                            }
+                            Verdict::Late { behind } => {
+                                if !rebuilding(&consumer, m) {
+                                    *metrics.rejects.lock().expect("lock").entry(RejectReason::Late.name()).or_default() += 1;
+                                    let detail = format!("{} record {behind} ms older than the watermark", rec.kind.name());
+                                    outs.push(dead_letter(m, RejectReason::Late.name(), &detail, None));
+                                }
                             }
                         }
                     }
-                }
-                Err(bad) => {
-                    if !rebuilding(&consumer, &m) {
-                        *metrics.rejects.lock().expect("lock").entry(bad.reason.name()).or_default() += 1;
-                        outs.push(dead_letter(&m, bad.reason.name(), &bad.detail, bad.col));
+                    Err(bad) => {
+                        if !rebuilding(&consumer, m) {
+                            *metrics.rejects.lock().expect("lock").entry(bad.reason.name()).or_default() += 1;
+                            outs.push(dead_letter(m, bad.reason.name(), &bad.detail, bad.col));
+                        }
                     }
                 }
             }
         }
+        debug_assert!(arrived.next().is_none(), "one decoded result per message");
+        drop(msgs);
         for p in ctx_revoked(&consumer) {
             wm.remove(p);
             caught_up.remove(&p);
@@ -755,155 +733,6 @@ pub fn run(
     Ok(())
 }
 
-/// A batch sent to the shards, finished after the next batch is gathered.
-struct Pending {
-    batch: Option<Batch>,
-    metas: Vec<Meta>,
-    /// Dead letters and release actions gathered with the batch.
-    outs: Vec<Out>,
-    audited: Vec<crate::audit::Entry>,
-    answers: Vec<release::Answer>,
-    next_offsets: BTreeMap<i32, i64>,
-    started: Instant,
-}
-
-/// What finishing a batch needs of the daemon.
-struct Finish<'a> {
-    cfg: &'a DaemonConfig,
-    rrx: &'a Receiver<Done>,
-    threads: usize,
-    metrics: &'a Metrics,
-    consumer: &'a BaseConsumer<Rebalancer>,
-    producer: &'a ThreadedProducer<Delivery>,
-    drx: &'a Receiver<Ack>,
-    stop: &'a AtomicBool,
-    /// Where the restored snapshot ended (its audit rows were written up to there).
-    resumed: &'a BTreeMap<i32, i64>,
-    /// Whether checkpoints are on (then audit rows are written with snapshots).
-    checkpoints: bool,
-    /// A finished batch's buffer, emptied, for the next gather.
-    spare: RefCell<Option<Vec<(Record, i64, u32)>>>,
-    /// Shards' answers for the batch sent behind the one being finished.
-    early: RefCell<Vec<Done>>,
-}
-
-impl Finish<'_> {
-    /// Takes the shards' actions for `p`, produces them with its dead letters and waits for
-    /// every acknowledgement, writes its audit rows, answers its releases and commits its
-    /// offsets.
-    fn finish(
-        &self,
-        p: Pending,
-        pack: &Pack,
-        audit: &mut Option<crate::audit::Writer>,
-        audit_flushed: &mut Instant,
-        processed: &mut HashMap<i32, i64>,
-    ) -> Result<()> {
-        let (metrics, consumer) = (self.metrics, self.consumer);
-        let Pending {
-            batch,
-            metas,
-            mut outs,
-            mut audited,
-            answers,
-            next_offsets,
-            started,
-        } = p;
-        let mut actions: Vec<(u32, Action)> = Vec::new();
-        if let Some(batch) = &batch {
-            // Each shard's first answer since the last finish is this batch's; a second one
-            // is for the batch sent behind it, kept for the next finish.
-            let mut answers_left: std::collections::VecDeque<Done> = self.early.take().into();
-            let mut later = Vec::new();
-            let mut answered = vec![false; self.threads];
-            while answered.iter().any(|a| !a) {
-                let done = match answers_left.pop_front() {
-                    Some(d) => d,
-                    None => self.rrx.recv().context("a shard worker stopped")?,
-                };
-                match done {
-                    Done::Batch(shard, ..) if answered[shard] => later.push(done),
-                    Done::Batch(shard, acts, allowed) => {
-                        answered[shard] = true;
-                        actions.extend(acts);
-                        for a in allowed {
-                            let shown = match anning_rules::Dim::parse(&a.dim) {
-                                Ok(d) => anning_detector::mask::mask_key(&d, &a.key, &pack.number_plan),
-                                Err(_) => a.key.clone(),
-                            };
-                            tracing::info!(rule = %a.rule, target = %format!("{}:{shown}", a.dim), ts = a.ts, "allowlisted: action held back");
-                            *metrics.allowlisted.lock().expect("lock").entry(a.rule).or_default() += 1;
-                        }
-                    }
-                    Done::Reloaded(_) | Done::Released(_) | Done::Snapshot { .. } => {
-                        unreachable!("reloads, releases and snapshots are answered where they are sent")
-                    }
-                }
-            }
-            later.extend(answers_left);
-            self.early.replace(later);
-            metrics.shard_queue.store(0, Relaxed);
-            actions.sort_by(|a, b| (a.0, a.1.sort_key()).cmp(&(b.0, b.1.sort_key())));
-            let committed = consumer.context().committed.lock().expect("lock").clone();
-            for (idx, a) in &actions {
-                let meta = &metas[*idx as usize];
-                if meta.offset < committed.get(&meta.partition).copied().unwrap_or(0) {
-                    metrics.actions_suppressed.fetch_add(1, Relaxed);
-                    // Read again past the restored snapshot: produced before, but its audit
-                    // row (written with snapshots) was not.
-                    if audit.is_some() && self.resumed.get(&meta.partition).is_some_and(|r| meta.offset >= *r) {
-                        audited.push(crate::audit::Entry::from_action(a, "daemon", None));
-                    }
-                    continue;
-                }
-                let event_ts = batch[*idx as usize].0.ts;
-                outs.push(action_out(a, meta.ingested_ms, event_ts));
-                if audit.is_some() {
-                    audited.push(crate::audit::Entry::from_action(a, "daemon", None));
-                }
-            }
-        }
-
-        let t_processed = Instant::now();
-        // Produce and wait for every acknowledgement.
-        deliver(self.producer, self.cfg, &outs, self.drx, metrics, self.stop)?;
-        let t_delivered = Instant::now();
-        for (answer, reply) in answers {
-            let _ = answer.send(reply);
-        }
-        if let Some(w) = audit {
-            // With checkpoints the rows are written with each snapshot instead, so the audit
-            // log holds exactly the actions of the records the snapshot covers.
-            let every = (!self.checkpoints).then(|| Duration::from_millis(self.cfg.audit_flush_ms));
-            release::keep_audit(w, audited, every, audit_flushed, metrics);
-        }
-
-        // Commit.
-        if !next_offsets.is_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for (p, o) in &next_offsets {
-                tpl.add_partition_offset(&self.cfg.input_topic, *p, Offset::Offset(*o))?;
-            }
-            commit(consumer, &tpl, metrics, self.stop);
-            metrics.batches.fetch_add(1, Relaxed);
-            tracing::debug!(
-                records = metas.len(),
-                gather_and_run_ms = (t_processed - started).as_millis() as u64,
-                deliver_ms = (t_delivered - t_processed).as_millis() as u64,
-                commit_ms = t_delivered.elapsed().as_millis() as u64,
-                "batch"
-            );
-        }
-        processed.extend(next_offsets);
-        // The shards let go of the batch before they answered.
-        if let Some(mut v) = batch.and_then(|b| Arc::try_unwrap(b).ok()) {
-            v.clear();
-            self.spare.replace(Some(v));
-        }
-        Ok(())
-    }
-}
-
 /// Whether a message lies below its partition's committed offset (read again to rebuild
 /// state): its dead letter, like its actions, went out before.
 fn rebuilding(consumer: &BaseConsumer<Rebalancer>, m: &BorrowedMessage<'_>) -> bool {
@@ -913,135 +742,6 @@ fn rebuilding(consumer: &BaseConsumer<Rebalancer>, m: &BorrowedMessage<'_>) -> b
 
 fn ctx_revoked(consumer: &BaseConsumer<Rebalancer>) -> Vec<i32> {
     std::mem::take(&mut *consumer.context().revoked.lock().expect("lock"))
-}
-
-/// Produces every message and waits until each is acknowledged; failures are produced again
-/// (after a pause) until they succeed. Returns early only when stopping and the broker keeps
-/// refusing for a minute.
-fn deliver(
-    producer: &ThreadedProducer<Delivery>,
-    cfg: &DaemonConfig,
-    outs: &[Out],
-    acks: &Receiver<Ack>,
-    metrics: &Metrics,
-    stop: &AtomicBool,
-) -> Result<()> {
-    let send = |i: usize| loop {
-        let o = &outs[i];
-        let (topic, partition) = match &o.topic {
-            Topic::Actions => (&*cfg.actions_topic, None),
-            Topic::Shadow => (&*cfg.shadow_topic, None),
-            Topic::Dlq => (&*cfg.dlq_topic, None),
-            Topic::Named(t, p) => (&**t, *p),
-        };
-        let mut headers = OwnedHeaders::new();
-        for (k, v) in &o.headers {
-            headers = headers.insert(Header { key: k, value: Some(v) });
-        }
-        let mut rec = BaseRecord::with_opaque_to(topic, i).key(&o.key[..]).payload(&o.payload[..]);
-        if o.headers.iter().len() > 0 {
-            rec = rec.headers(headers);
-        }
-        if let Some(p) = partition {
-            rec = rec.partition(p);
-        }
-        match producer.send(rec) {
-            Ok(()) => {
-                metrics.in_flight.fetch_add(1, Relaxed);
-                return;
-            }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => thread::sleep(Duration::from_millis(5)),
-            Err((e, _)) => {
-                tracing::warn!("produce failed ({e}); retrying");
-                thread::sleep(Duration::from_millis(200));
-            }
-        }
-    };
-    for i in 0..outs.len() {
-        send(i);
-    }
-    let mut pending = outs.len();
-    let mut failing_since: Option<Instant> = None;
-    while pending > 0 {
-        let Ok((i, r)) = acks.recv_timeout(Duration::from_secs(1)) else {
-            if stop.load(Ordering::Relaxed) && failing_since.is_some_and(|t| t.elapsed() > Duration::from_secs(60)) {
-                bail!("{pending} messages still unacknowledged at shutdown; their offsets are not committed");
-            }
-            continue;
-        };
-        metrics.in_flight.fetch_sub(1, Relaxed);
-        match r {
-            Ok(()) => {
-                pending -= 1;
-                failing_since = None;
-                let o = &outs[i];
-                match &o.action {
-                    Some((rule, kind, event_ts, ingested_ms)) => {
-                        let counter = if matches!(o.topic, Topic::Shadow) {
-                            &metrics.shadow_actions
-                        } else {
-                            &metrics.actions
-                        };
-                        *counter.lock().expect("lock").entry((rule.clone(), kind)).or_default() += 1;
-                        let now = now_ms();
-                        metrics.record_latency(now - event_ts, now - ingested_ms);
-                    }
-                    None if matches!(o.topic, Topic::Dlq) => {
-                        metrics.dead_letters.fetch_add(1, Relaxed);
-                    }
-                    None => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!("delivery failed ({e}); producing again");
-                failing_since.get_or_insert_with(Instant::now);
-                metrics.produce_retries.fetch_add(1, Relaxed);
-                thread::sleep(Duration::from_millis(200));
-                send(i);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Commits synchronously. A broker that is away is retried for up to ten seconds; an error
-/// saying the group has moved on (this member was evicted while the broker was paused, or a
-/// rebalance is under way) is not retried at all. Either way the loop goes back to polling,
-/// which rejoins the group; the next batch's commit covers these offsets, and until then the
-/// records are at worst re-delivered, which this process skips and a new one rebuilds from.
-fn commit(consumer: &BaseConsumer<Rebalancer>, tpl: &TopicPartitionList, metrics: &Metrics, stop: &AtomicBool) {
-    let first = Instant::now();
-    loop {
-        match consumer.commit(tpl, CommitMode::Sync) {
-            Ok(()) => {
-                metrics.commits.fetch_add(1, Relaxed);
-                return;
-            }
-            Err(e) => {
-                metrics.commit_errors.fetch_add(1, Relaxed);
-                let moved_on = matches!(
-                    e.rdkafka_error_code(),
-                    Some(
-                        RDKafkaErrorCode::UnknownMemberId
-                            | RDKafkaErrorCode::IllegalGeneration
-                            | RDKafkaErrorCode::RebalanceInProgress
-                            | RDKafkaErrorCode::FencedInstanceId
-                            | RDKafkaErrorCode::State
-                    )
-                );
-                if moved_on
-                    || first.elapsed() > Duration::from_secs(10)
-                    || stop.load(Ordering::Relaxed) && first.elapsed() > Duration::from_secs(5)
-                {
-                    tracing::warn!("commit failed ({e}); going on: the next commit covers these offsets");
-                    return;
-                }
-                tracing::warn!("commit failed ({e}); retrying");
-                // No poll here: a message polled now would be skipped by the next commit.
-                thread::sleep(Duration::from_millis(500));
-            }
-        }
-    }
 }
 
 /// Reads every header of a message as text (for tests and tools).

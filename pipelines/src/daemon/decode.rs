@@ -1,0 +1,216 @@
+//! Message values to records: one at a time, or a batch's chunks on decoding threads while
+//! the rest is polled.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use anning_detector::{Enricher, Record, RecordBuilder, Registry};
+use anning_rules::Pack;
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use rdkafka::Message;
+use rdkafka::message::BorrowedMessage;
+
+use super::{Out, Topic};
+use crate::decode::jsonl::JsonFields;
+use crate::decode::{Bad, RejectReason, assemble};
+
+/// Decodes one message value (a JSON object, the record contract).
+pub(super) fn decode(payload: Option<&[u8]>, b: &mut RecordBuilder, en: Enricher<'_>) -> Result<Record, Bad> {
+    let bytes = payload.unwrap_or_default();
+    let text = std::str::from_utf8(bytes).map_err(|e| Bad {
+        reason: RejectReason::Malformed,
+        field: None,
+        col: Some(e.valid_up_to() as u64 + 1),
+        detail: "message is not valid UTF-8".into(),
+    })?;
+    let text = text.trim_end_matches(['\n', '\r']);
+    JsonFields::parse(text).and_then(|mut f| assemble(&mut f, b, en))
+}
+
+pub(super) fn dead_letter(m: &BorrowedMessage<'_>, reason: &str, detail: &str, col: Option<u64>) -> Out {
+    dead_letter_of(
+        (m.topic(), m.partition(), m.offset()),
+        m.key().unwrap_or_default(),
+        m.payload().unwrap_or_default(),
+        (reason, detail, col),
+    )
+}
+
+/// A dead letter: the original key and bytes, with the reason, detail, source
+/// (`topic/partition@offset`) and column as headers.
+pub(super) fn dead_letter_of(
+    (topic, partition, offset): (&str, i32, i64),
+    key: &[u8],
+    payload: &[u8],
+    (reason, detail, col): (&str, &str, Option<u64>),
+) -> Out {
+    let mut headers = vec![
+        ("anning.reason", reason.as_bytes().to_vec()),
+        ("anning.detail", detail.as_bytes().to_vec()),
+        ("anning.source", format!("{topic}/{partition}@{offset}").into_bytes()),
+    ];
+    if let Some(c) = col {
+        headers.push(("anning.col", c.to_string().into_bytes()));
+    }
+    Out {
+        topic: Topic::Dlq,
+        key: key.to_vec(),
+        payload: payload.to_vec(),
+        headers,
+        action: None,
+    }
+}
+
+/// Messages per chunk handed to a decoding thread.
+pub(super) const CHUNK: usize = 1024;
+
+/// The values of consecutive messages, copied out of the consumer's buffers so that another
+/// thread can decode them while more are polled.
+#[derive(Default)]
+pub(super) struct Chunk {
+    bytes: Vec<u8>,
+    /// Where each value ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Chunk {
+    pub(super) fn push(&mut self, payload: Option<&[u8]>) {
+        self.bytes.extend_from_slice(payload.unwrap_or_default());
+        self.ends.push(self.bytes.len());
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn decode(&self, b: &mut RecordBuilder, en: Enricher<'_>) -> Vec<Result<Record, Bad>> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let value = &self.bytes[start..end];
+                start = end;
+                decode(Some(value), b, en)
+            })
+            .collect()
+    }
+}
+
+type Decoded = Vec<Result<Record, Bad>>;
+
+/// Threads that decode and enrich chunks of a batch while the main loop polls the rest.
+///
+/// Only decoding and enrichment run here: each record depends on its message alone. What
+/// depends on the records before it (joins, the watermark) runs after, in arrival order, on
+/// the main loop, so the records are the same however a batch is split.
+pub(super) struct Decoders {
+    jobs: Option<Sender<(usize, Arc<Pack>, Chunk)>>,
+    done: Receiver<(usize, Chunk, Decoded)>,
+    workers: Vec<JoinHandle<()>>,
+    /// Chunks of this batch sent, and given back by `next`.
+    sent: usize,
+    given: usize,
+    /// Decoded chunks by their place in the batch, until given back.
+    back: VecDeque<Option<Decoded>>,
+    /// Emptied chunks, to fill again.
+    free: Vec<Chunk>,
+    /// For the last chunk of a batch, decoded on the main loop.
+    builder: RecordBuilder,
+}
+
+impl Decoders {
+    pub(super) fn new(threads: usize, registry: &Registry) -> std::io::Result<Self> {
+        let registry = Arc::new(registry.clone());
+        let (jobs, rx) = unbounded::<(usize, Arc<Pack>, Chunk)>();
+        let (tx, done) = unbounded();
+        let mut workers = Vec::new();
+        for i in 0..threads.max(1) {
+            let (rx, tx, registry) = (rx.clone(), tx.clone(), Arc::clone(&registry));
+            workers.push(thread::Builder::new().name(format!("decode-{i}")).spawn(move || {
+                let mut b = RecordBuilder::default();
+                for (seq, pack, chunk) in rx {
+                    let out = chunk.decode(&mut b, Enricher::new(&pack, &registry));
+                    if tx.send((seq, chunk, out)).is_err() {
+                        return;
+                    }
+                }
+            })?);
+        }
+        Ok(Decoders {
+            jobs: Some(jobs),
+            done,
+            workers,
+            sent: 0,
+            given: 0,
+            back: VecDeque::new(),
+            free: Vec::new(),
+            builder: RecordBuilder::default(),
+        })
+    }
+
+    /// An empty chunk to fill.
+    pub(super) fn chunk(&mut self) -> Chunk {
+        self.free.pop().unwrap_or_default()
+    }
+
+    /// Hands a full chunk to the decoding threads.
+    pub(super) fn send(&mut self, pack: &Arc<Pack>, chunk: Chunk) {
+        let jobs = self.jobs.as_ref().expect("decoders running");
+        jobs.send((self.sent, Arc::clone(pack), chunk))
+            .expect("decoding threads run while the sender lives");
+        self.sent += 1;
+    }
+
+    /// Ends a batch: `last` is decoded here when nothing was sent (a small batch, not worth
+    /// a hand-over), else sent behind the others. Then [`Decoders::next`] gives them back.
+    pub(super) fn close(&mut self, pack: &Arc<Pack>, last: Chunk, en: Enricher<'_>) {
+        if self.sent == 0 {
+            let mine = last.decode(&mut self.builder, en);
+            self.recycle(last);
+            self.back.push_back(Some(mine));
+            self.sent = 1;
+        } else if last.len() > 0 {
+            self.send(pack, last);
+        } else {
+            self.recycle(last);
+        }
+    }
+
+    /// The batch's next chunk in the order sent, decoded (one result per message), waiting
+    /// for it if need be; `None` once every chunk sent has been given back.
+    pub(super) fn next(&mut self) -> Option<Decoded> {
+        if self.given == self.sent {
+            self.given = 0;
+            self.sent = 0;
+            self.back.clear();
+            return None;
+        }
+        let at = self.given;
+        while self.back.get(at).is_none_or(Option::is_none) {
+            let (seq, chunk, decoded) = self.done.recv().expect("a decoding thread stopped");
+            if self.back.len() <= seq {
+                self.back.resize_with(seq + 1, || None);
+            }
+            self.back[seq] = Some(decoded);
+            self.recycle(chunk);
+        }
+        self.given += 1;
+        self.back[at].take()
+    }
+
+    fn recycle(&mut self, mut chunk: Chunk) {
+        chunk.bytes.clear();
+        chunk.ends.clear();
+        self.free.push(chunk);
+    }
+}
+
+impl Drop for Decoders {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}

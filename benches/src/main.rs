@@ -13,6 +13,10 @@
 //! - `anning-bench sliding N KEYS HOURS`: a 1 h window sliding by 1 s against one sliding by
 //!   60 s on the same records (the cost of a window must not grow with length/slide).
 //! - `anning-bench keys N`: resident memory per active key under the full default pack.
+//! - `anning-bench engine FILE REGISTRY [ROUNDS]`: the engine alone (one shard, the default
+//!   pack) on a JSON Lines file decoded, joined and stamped beforehand, in replay's batches;
+//!   the best of ROUNDS (default 3) runs, each on a fresh engine. Isolates the shards' share
+//!   from decoding and from the machine's noise in a whole replay.
 
 use std::borrow::Cow;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -69,6 +73,7 @@ fn main() -> Result<()> {
             args[3].parse().context("HOURS")?,
         )?,
         Some("keys") if args.len() == 2 => keys(args[1].parse().context("N")?)?,
+        Some("engine") if args.len() >= 3 => engine(&args[1], &args[2], args.get(3).map_or(Ok(3), |s| s.parse()).context("ROUNDS")?)?,
         Some("bare-parse") if args.len() == 2 => {
             let started = Instant::now();
             let mut r = BufReader::with_capacity(1 << 20, std::fs::File::open(&args[1])?);
@@ -88,7 +93,7 @@ fn main() -> Result<()> {
             );
         }
         _ => bail!(
-            "usage: anning-bench mixed N FILE [SEED] | anning-bench bare-parse FILE | anning-bench bare-consume BROKERS TOPIC N | anning-bench bare-latency BROKERS TOPIC N | anning-bench sliding N KEYS HOURS | anning-bench keys N"
+            "usage: anning-bench mixed N FILE [SEED] | anning-bench bare-parse FILE | anning-bench bare-consume BROKERS TOPIC N | anning-bench bare-latency BROKERS TOPIC N | anning-bench sliding N KEYS HOURS | anning-bench keys N | anning-bench engine FILE REGISTRY [ROUNDS]"
         ),
     }
     Ok(())
@@ -244,6 +249,69 @@ fn sliding(n: u64, keys: u64, hours: u64) -> Result<()> {
 /// State per active key: `n` subscribers each send one message to another subscriber within
 /// one minute of event time under the full default pack (one shard). Prints the resident
 /// memory grown per sender and per (dim, key) entry held.
+/// Records with their watermark, as replay's router hands them to the shards.
+struct Stamped<'a> {
+    en: Enricher<'a>,
+    records: Vec<(Record, i64)>,
+    joiner: anning_detector::Joiner,
+    wm: anning_detector::Watermark,
+}
+
+impl anning_pipelines::source::Sink for Stamped<'_> {
+    fn record(&mut self, r: Record, _line: u64) {
+        // The same order of joins and watermark as replay's router (runtime.rs).
+        let r = self.joiner.apply(r, self.en);
+        if let anning_detector::Verdict::Process { ts, wm } = self.wm.observe(r.ts) {
+            let mut r = r;
+            r.ts = ts;
+            self.records.push((r, wm));
+        }
+    }
+    fn reject(&mut self, _r: anning_pipelines::decode::Reject) {}
+}
+
+fn engine(file: &str, registry: &str, rounds: usize) -> Result<()> {
+    let pack = Arc::new(default_pack());
+    let registry = Registry::parse(&std::fs::read_to_string(registry)?).map_err(|e| anyhow::anyhow!("{registry}: {e:?}"))?;
+    let en = Enricher::new(&pack, &registry);
+    let mut stamped = Stamped {
+        en,
+        records: Vec::new(),
+        joiner: anning_detector::Joiner::new(&pack),
+        wm: anning_detector::Watermark::new(pack.lateness_ms, pack.late_policy),
+    };
+    let input = anning_pipelines::source::Input::parse(file)?;
+    anning_pipelines::source::read(&input, en, &mut stamped)?;
+    let records = stamped.records;
+    let mut best = f64::MAX;
+    let mut actions = 0;
+    for _ in 0..rounds.max(1) {
+        let mut engine = Engine::new(Arc::clone(&pack), 0, 1);
+        let mut n = 0usize;
+        let started = Instant::now();
+        for batch in records.chunks(anning_pipelines::runtime::BATCH) {
+            engine.process_batch(
+                batch,
+                |(r, wm)| (r, *wm),
+                |_, acts| {
+                    n += acts.len();
+                    acts.clear();
+                },
+            );
+        }
+        best = best.min(started.elapsed().as_secs_f64());
+        actions = n;
+        drop(engine);
+    }
+    println!(
+        "engine: {} records, {actions} actions, best of {rounds}: {best:.3} s = {:.0} records/s, {:.0} ns per record",
+        records.len(),
+        records.len() as f64 / best,
+        best * 1e9 / records.len() as f64
+    );
+    Ok(())
+}
+
 fn keys(n: u64) -> Result<()> {
     let pack = Arc::new(default_pack());
     let registry = Registry::default();

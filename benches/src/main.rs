@@ -13,10 +13,12 @@
 //! - `anning-bench sliding N KEYS HOURS`: a 1 h window sliding by 1 s against one sliding by
 //!   60 s on the same records (the cost of a window must not grow with length/slide).
 //! - `anning-bench keys N`: resident memory per active key under the full default pack.
-//! - `anning-bench engine FILE REGISTRY [ROUNDS]`: the engine alone (one shard, the default
+//! - `anning-bench engine FILE REGISTRY [ROUNDS] [SHARDS]`: the engine alone (the default
 //!   pack) on a JSON Lines file decoded, joined and stamped beforehand, in replay's batches;
-//!   the best of ROUNDS (default 3) runs, each on a fresh engine. Isolates the shards' share
-//!   from decoding and from the machine's noise in a whole replay.
+//!   the best of ROUNDS (default 3) runs, each on fresh engines. Isolates the shards' share
+//!   from decoding. With SHARDS > 1 each of the SHARDS engines runs the whole file in turn
+//!   on this thread (each routes every record and keeps its own keys, as replay's shards
+//!   do): the sum, against SHARDS = 1, is what sharding adds.
 
 use std::borrow::Cow;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -73,7 +75,12 @@ fn main() -> Result<()> {
             args[3].parse().context("HOURS")?,
         )?,
         Some("keys") if args.len() == 2 => keys(args[1].parse().context("N")?)?,
-        Some("engine") if args.len() >= 3 => engine(&args[1], &args[2], args.get(3).map_or(Ok(3), |s| s.parse()).context("ROUNDS")?)?,
+        Some("engine") if args.len() >= 3 => engine(
+            &args[1],
+            &args[2],
+            args.get(3).map_or(Ok(3), |s| s.parse()).context("ROUNDS")?,
+            args.get(4).map_or(Ok(1), |s| s.parse()).context("SHARDS")?,
+        )?,
         Some("bare-parse") if args.len() == 2 => {
             let started = Instant::now();
             let mut r = BufReader::with_capacity(1 << 20, std::fs::File::open(&args[1])?);
@@ -93,7 +100,7 @@ fn main() -> Result<()> {
             );
         }
         _ => bail!(
-            "usage: anning-bench mixed N FILE [SEED] | anning-bench bare-parse FILE | anning-bench bare-consume BROKERS TOPIC N | anning-bench bare-latency BROKERS TOPIC N | anning-bench sliding N KEYS HOURS | anning-bench keys N | anning-bench engine FILE REGISTRY [ROUNDS]"
+            "usage: anning-bench mixed N FILE [SEED] | anning-bench bare-parse FILE | anning-bench bare-consume BROKERS TOPIC N | anning-bench bare-latency BROKERS TOPIC N | anning-bench sliding N KEYS HOURS | anning-bench keys N | anning-bench engine FILE REGISTRY [ROUNDS] [SHARDS]"
         ),
     }
     Ok(())
@@ -270,7 +277,7 @@ impl anning_pipelines::source::Sink for Stamped<'_> {
     fn reject(&mut self, _r: anning_pipelines::decode::Reject) {}
 }
 
-fn engine(file: &str, registry: &str, rounds: usize) -> Result<()> {
+fn engine(file: &str, registry: &str, rounds: usize, shards: usize) -> Result<()> {
     let pack = Arc::new(default_pack());
     let registry = Registry::parse(&std::fs::read_to_string(registry)?).map_err(|e| anyhow::anyhow!("{registry}: {e:?}"))?;
     let en = Enricher::new(&pack, &registry);
@@ -285,26 +292,31 @@ fn engine(file: &str, registry: &str, rounds: usize) -> Result<()> {
     let records = stamped.records;
     let mut best = f64::MAX;
     let mut actions = 0;
+    let shards = shards.max(1);
     for _ in 0..rounds.max(1) {
-        let mut engine = Engine::new(Arc::clone(&pack), 0, 1);
         let mut n = 0usize;
-        let started = Instant::now();
-        for batch in records.chunks(anning_pipelines::runtime::BATCH) {
-            engine.process_batch(
-                batch,
-                |(r, wm)| (r, *wm),
-                |_, acts| {
-                    n += acts.len();
-                    acts.clear();
-                },
-            );
+        let mut took = 0.0;
+        for shard in 0..shards {
+            let mut engine = Engine::new(Arc::clone(&pack), shard, shards);
+            let started = Instant::now();
+            for batch in records.chunks(anning_pipelines::runtime::BATCH) {
+                engine.process_batch(
+                    batch,
+                    |(r, wm)| (r, *wm),
+                    |_, acts| {
+                        n += acts.len();
+                        acts.clear();
+                    },
+                );
+            }
+            took += started.elapsed().as_secs_f64();
+            drop(engine);
         }
-        best = best.min(started.elapsed().as_secs_f64());
+        best = best.min(took);
         actions = n;
-        drop(engine);
     }
     println!(
-        "engine: {} records, {actions} actions, best of {rounds}: {best:.3} s = {:.0} records/s, {:.0} ns per record",
+        "engine, {shards} shard(s) in turn: {} records, {actions} actions, best of {rounds}: {best:.3} s = {:.0} records/s, {:.0} ns per record",
         records.len(),
         records.len() as f64 / best,
         best * 1e9 / records.len() as f64

@@ -121,6 +121,8 @@ pub struct DaemonArgs {
     /// Admin HTTP address (default 127.0.0.1:9898).
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
+    /// Shard worker threads, and as many threads decoding messages (default: the CPUs
+    /// available). Actions are the same for every value.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// A librdkafka property for consumer and producer, e.g. -X security.protocol=SASL_SSL.

@@ -29,7 +29,8 @@ pub struct DaemonConfig {
     pub dlq_topic: String,
     /// Admin HTTP address (`/metrics`, `/healthz`, `/readyz`).
     pub admin: String,
-    /// Shard worker threads.
+    /// Shard worker threads, and as many decoding threads (scale-out mode: the threads that
+    /// run the dimension tasks).
     pub threads: usize,
     pub rules: Option<PathBuf>,
     /// Allowlist file (`[[allow]]` tables), reloaded with the rules.

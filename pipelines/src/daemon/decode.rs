@@ -106,7 +106,7 @@ type Decoded = Vec<Result<Record, Bad>>;
 /// the main loop, so the records are the same however a batch is split.
 pub(super) struct Decoders {
     jobs: Option<Sender<(usize, Arc<Pack>, Chunk)>>,
-    done: Receiver<(usize, Chunk, Decoded)>,
+    done: Receiver<(usize, Chunk, Result<Decoded, String>)>,
     workers: Vec<JoinHandle<()>>,
     /// Chunks of this batch sent, and given back by `next`.
     sent: usize,
@@ -130,8 +130,14 @@ impl Decoders {
             workers.push(thread::Builder::new().name(format!("decode-{i}")).spawn(move || {
                 let mut b = RecordBuilder::default();
                 for (seq, pack, chunk) in rx {
-                    let out = chunk.decode(&mut b, Enricher::new(&pack, &registry));
-                    if tx.send((seq, chunk, out)).is_err() {
+                    // A panic (a bug) is handed to the main loop, which would otherwise wait
+                    // for this chunk for ever while the other threads keep the channel open.
+                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        chunk.decode(&mut b, Enricher::new(&pack, &registry))
+                    }))
+                    .map_err(|p| panic_text(p.as_ref()));
+                    let failed = out.is_err();
+                    if tx.send((seq, chunk, out)).is_err() || failed {
                         return;
                     }
                 }
@@ -189,6 +195,7 @@ impl Decoders {
         let at = self.given;
         while self.back.get(at).is_none_or(Option::is_none) {
             let (seq, chunk, decoded) = self.done.recv().expect("a decoding thread stopped");
+            let decoded = decoded.unwrap_or_else(|e| panic!("a decoding thread panicked: {e}"));
             if self.back.len() <= seq {
                 self.back.resize_with(seq + 1, || None);
             }
@@ -206,11 +213,84 @@ impl Decoders {
     }
 }
 
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
 impl Drop for Decoders {
     fn drop(&mut self) {
         drop(self.jobs.take());
         for w in self.workers.drain(..) {
             let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every sample message (good and bad), a value that is not UTF-8 and one with no value,
+    /// repeated to several chunks' worth.
+    fn payloads() -> Vec<Option<Vec<u8>>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/samples");
+        let mut one: Vec<Option<Vec<u8>>> = Vec::new();
+        for name in ["contract.jsonl", "burst.jsonl", "dodger.jsonl"] {
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            one.extend(text.lines().map(|l| Some(l.as_bytes().to_vec())));
+        }
+        one.push(Some(vec![b'{', 0xff, b'}']));
+        one.push(None);
+        let mut all = Vec::new();
+        while all.len() < 3 * CHUNK + 100 {
+            all.extend(one.iter().cloned());
+        }
+        all
+    }
+
+    /// One batch as the main loop runs it: full chunks to the threads, the rest closed.
+    fn run(decoders: &mut Decoders, pack: &Arc<Pack>, en: Enricher<'_>, batch: &[Option<Vec<u8>>]) -> Vec<Result<Record, Bad>> {
+        let mut chunk = decoders.chunk();
+        for p in batch {
+            chunk.push(p.as_deref());
+            if chunk.len() >= CHUNK {
+                let next = decoders.chunk();
+                decoders.send(pack, std::mem::replace(&mut chunk, next));
+            }
+        }
+        decoders.close(pack, chunk, en);
+        let mut got = Vec::new();
+        while let Some(d) = decoders.next() {
+            got.extend(d);
+        }
+        got
+    }
+
+    /// Chunks decoded on the threads come back in the order sent, one result per message,
+    /// each what decoding that message alone gives (rejects included, with their columns);
+    /// batch after batch, large and small, the same decoders.
+    #[test]
+    fn chunks_decode_as_each_message_alone_and_come_back_in_order() {
+        let pack = Arc::new(anning_rules::default_pack());
+        let registry = Registry::parse("port,sp,class,signatures\n10690001234,901234,marketing,京东\n").unwrap();
+        let en = Enricher::new(&pack, &registry);
+        let all = payloads();
+        let alone: Vec<Result<Record, Bad>> = all
+            .iter()
+            .map(|p| decode(p.as_deref(), &mut RecordBuilder::default(), en))
+            .collect();
+        assert!(alone.iter().any(Result::is_ok) && alone.iter().any(Result::is_err));
+        let mut decoders = Decoders::new(3, &registry).unwrap();
+        for (from, to) in [(0, all.len()), (5, 17), (0, 0), (0, CHUNK), (1, 2 * CHUNK + 1), (0, all.len())] {
+            let got = run(&mut decoders, &pack, en, &all[from..to]);
+            assert_eq!(got.len(), to - from, "batch {from}..{to}");
+            assert!(
+                got == alone[from..to],
+                "batch {from}..{to}: results differ from decoding each message alone"
+            );
         }
     }
 }

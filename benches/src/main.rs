@@ -253,9 +253,6 @@ fn sliding(n: u64, keys: u64, hours: u64) -> Result<()> {
     Ok(())
 }
 
-/// State per active key: `n` subscribers each send one message to another subscriber within
-/// one minute of event time under the full default pack (one shard). Prints the resident
-/// memory grown per sender and per (dim, key) entry held.
 /// Records with their watermark, as replay's router hands them to the shards.
 struct Stamped<'a> {
     en: Enricher<'a>,
@@ -324,6 +321,9 @@ fn engine(file: &str, registry: &str, rounds: usize, shards: usize) -> Result<()
     Ok(())
 }
 
+/// State per active key: `n` subscribers each send one message to another subscriber within
+/// one minute of event time under the full default pack (one shard). Prints the resident
+/// memory grown per sender and per (dim, key) entry held.
 fn keys(n: u64) -> Result<()> {
     let pack = Arc::new(default_pack());
     let registry = Registry::default();

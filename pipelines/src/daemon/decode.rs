@@ -1,7 +1,6 @@
 //! Message values to records: one at a time, or a batch's chunks on decoding threads while
 //! the rest is polled.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
@@ -108,11 +107,11 @@ pub(super) struct Decoders {
     jobs: Option<Sender<(usize, Arc<Pack>, Chunk)>>,
     done: Receiver<(usize, Chunk, Result<Decoded, String>)>,
     workers: Vec<JoinHandle<()>>,
-    /// Chunks of this batch sent, and given back by `next`.
+    /// Chunks of this batch (sent, or decoded here by `close`), and given back by `next`.
     sent: usize,
     given: usize,
     /// Decoded chunks by their place in the batch, until given back.
-    back: VecDeque<Option<Decoded>>,
+    back: Vec<Option<Decoded>>,
     /// Emptied chunks, to fill again.
     free: Vec<Chunk>,
     /// For the last chunk of a batch, decoded on the main loop.
@@ -149,7 +148,7 @@ impl Decoders {
             workers,
             sent: 0,
             given: 0,
-            back: VecDeque::new(),
+            back: Vec::new(),
             free: Vec::new(),
             builder: RecordBuilder::default(),
         })
@@ -174,7 +173,7 @@ impl Decoders {
         if self.sent == 0 {
             let mine = last.decode(&mut self.builder, en);
             self.recycle(last);
-            self.back.push_back(Some(mine));
+            self.back.push(Some(mine));
             self.sent = 1;
         } else if last.len() > 0 {
             self.send(pack, last);

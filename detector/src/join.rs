@@ -64,9 +64,16 @@ impl Joiner {
 
     /// Remembers what `r` tells about ports and returns it, joined where it lacked something.
     pub fn apply(&mut self, r: Record, en: Enricher<'_>) -> Record {
+        self.apply_joined(r, en).0
+    }
+
+    /// [`apply`](Self::apply), and whether the record was joined (so differs from `r`).
+    pub fn apply_joined(&mut self, r: Record, en: Enricher<'_>) -> (Record, bool) {
         match r.kind {
             RecordKind::Sms if r.src_class == AddrClass::Port => {
-                let (Some(src), Some(dst)) = (r.src(), r.dst()) else { return r };
+                let (Some(src), Some(dst)) = (r.src(), r.dst()) else {
+                    return (r, false);
+                };
                 if self.keep_ms > 0
                     && let Some(id) = r.id()
                 {
@@ -90,32 +97,33 @@ impl Joiner {
                 {
                     self.port_sigs.insert(src.into(), sig.into());
                 }
-                r
+                (r, false)
             }
             RecordKind::Sms if r.dst_class == AddrClass::Port && r.get(Slot::Sig).is_none() => {
                 match r.dst().and_then(|d| self.port_sigs.get(d)) {
                     Some(sig) => {
                         let sig = sig.clone();
-                        r.rebuild(en, |b| b.set(Slot::Sig, &sig))
+                        (r.rebuild(en, |b| b.set(Slot::Sig, &sig)), true)
                     }
-                    None => r,
+                    None => (r, false),
                 }
             }
             RecordKind::Dlr if r.src().is_none() => {
-                let Some(id) = r.get(Slot::Ref) else { return r };
+                let Some(id) = r.get(Slot::Ref) else { return (r, false) };
                 let h = xxhash_rust::xxh3::xxh3_64(id.as_bytes());
                 match self.messages.get(&h) {
                     Some((port, dst)) => {
                         let (src, dst) = (self.ports[*port as usize].clone(), dst.text());
-                        r.rebuild(en, |b| {
+                        let joined = r.rebuild(en, |b| {
                             b.set(Slot::Src, &src);
                             b.set(Slot::Dst, &dst);
-                        })
+                        });
+                        (joined, true)
                     }
-                    None => r,
+                    None => (r, false),
                 }
             }
-            _ => r,
+            _ => (r, false),
         }
     }
 

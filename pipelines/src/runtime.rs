@@ -1,7 +1,8 @@
 //! The sharded runtime shared by replay (and, later, the daemon).
 //!
-//! One router thread decodes records in input order, keeps the stream's watermark, and
-//! broadcasts batches of `(record, watermark)` to N shard workers over bounded crossbeam
+//! One router thread decodes records in input order, keeps the stream's watermark, routes
+//! each record once for all shards ([`Keyer`]), and broadcasts batches of
+//! `(record, watermark, routes)` to N shard workers over bounded crossbeam
 //! channels. Each worker runs one [`Engine`] that owns the `(dim, key)` pairs whose hash
 //! falls to it, so each key's state sees exactly its own records with the same watermarks
 //! whatever N is. Actions are merged and sorted by (ts, dim, key, rule, id): the output is
@@ -11,6 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::thread;
 
+use anning_detector::engine::{Keyer, Routes};
 use anning_detector::{Action, Engine, EngineStats, Enricher, Joiner, Record, Registry, Verdict, Watermark};
 use anning_rules::Pack;
 use crossbeam_channel::{Sender, bounded};
@@ -23,7 +25,7 @@ pub const BATCH: usize = 4096;
 /// How many rejects the summary keeps as samples.
 pub const SAMPLES: usize = 5;
 
-type Batch = Arc<Vec<(Record, i64)>>;
+type Batch = Arc<Vec<(Record, i64, Routes)>>;
 /// How many sent batches the router keeps to use again (more than the shards' queues hold).
 const RECYCLED: usize = 64;
 
@@ -81,9 +83,10 @@ struct Router<'a, R: RejectSink, P: Progress> {
     /// Delivery reports to their messages, replies to their port's signature (input order).
     joiner: Joiner,
     wm: Watermark,
+    keyer: Keyer,
     /// Name of the input being read, for rejects raised here.
     input: String,
-    batch: Vec<(Record, i64)>,
+    batch: Vec<(Record, i64, Routes)>,
     /// Batches sent, oldest first: once every shard has run one, its buffer (and the
     /// records' memory, freed here rather than across threads) is used for a new batch.
     sent: VecDeque<Batch>,
@@ -129,7 +132,8 @@ impl<R: RejectSink, P: Progress> source::Sink for Router<'_, R, P> {
                     self.counts.late_admitted += 1;
                     r.ts = ts;
                 }
-                self.batch.push((r, wm));
+                let routes = self.keyer.routes(&r);
+                self.batch.push((r, wm, routes));
                 if self.batch.len() >= BATCH {
                     self.flush();
                 }
@@ -185,7 +189,7 @@ pub fn run(
                     let mut engine = Engine::new(pack, shard, threads);
                     let mut actions = Vec::new();
                     for batch in rx {
-                        engine.process_batch(&batch, |(rec, wm)| (rec, *wm), |_, acts| actions.append(acts));
+                        engine.process_batch(&batch, |(rec, wm, routes)| (rec, *wm, Some(routes)), |_, acts| actions.append(acts));
                         // Counted in the engine's stats; replay reports the count.
                         engine.take_allowed();
                     }
@@ -200,6 +204,7 @@ pub fn run(
         en,
         joiner: Joiner::new(&pack),
         wm: Watermark::new(pack.lateness_ms, pack.late_policy),
+        keyer: Keyer::new(Arc::clone(&pack)),
         input: String::new(),
         batch: Vec::with_capacity(BATCH),
         sent: VecDeque::new(),

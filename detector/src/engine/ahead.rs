@@ -8,15 +8,23 @@
 //! run one by one in order through [`Engine::process`]: the state, the actions and their
 //! order are exactly those of calling `process` on each.
 //!
+//! Routing needs a pass over the dim's rules per record, and every shard made it for every
+//! record. A [`Keyer`] where records are made (replay's reader, the daemon's batches) routes
+//! each record once for all shards; `process_batch` then takes those [`Routes`] and each
+//! shard keeps only the keys it owns.
+//!
 //! The addresses come from hashbrown's table layout (control bytes after the buckets,
 //! bucket `i` at `ctrl − (i + 1) · size`), which is not its API. The layout is checked on
 //! two entries whenever the table has grown; a prefetch of a wrong address is ignored by
 //! the CPU and changes nothing but speed.
 
+use std::sync::Arc;
+
+use anning_rules::Pack;
 use hashbrown::HashTable;
 use smallvec::SmallVec;
 
-use super::{DimState, Engine, Entry, route};
+use super::{DimState, Engine, Entry, dim_rules, dim_seed, route, route_by, shard_of};
 use crate::action::Action;
 use crate::record::Record;
 
@@ -29,6 +37,53 @@ const AHEAD: usize = 8;
 pub(super) struct Routed {
     rec: usize,
     pub(super) routes: SmallVec<[(u64, u64); 8]>,
+}
+
+/// A record's keys as routing finds them before any shard takes its share: per dim of the
+/// pack, (key hash, a bit per rule slot that wants the record), (0, 0) where no rule wants
+/// it or it has no key there. Made by a [`Keyer`], taken by [`Engine::process_batch`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routes {
+    /// The hash of the pack they were made for: an engine running another pack routes the
+    /// record itself.
+    pack: u64,
+    dims: SmallVec<[(u64, u64); 8]>,
+}
+
+/// Routes records once for every shard of engines running one pack.
+#[derive(Debug, Clone)]
+pub struct Keyer {
+    pack: Arc<Pack>,
+    /// Per dim: its rules (indices into `pack.rules`, in the engine's slot order) and seed.
+    dims: Vec<(Vec<usize>, u64)>,
+}
+
+impl Keyer {
+    pub fn new(pack: Arc<Pack>) -> Self {
+        let dims = (0..pack.dims.len())
+            .map(|d| (dim_rules(&pack, d), dim_seed(&pack.dims[d])))
+            .collect();
+        Keyer { pack, dims }
+    }
+
+    /// The pack routed for.
+    pub fn pack(&self) -> &Arc<Pack> {
+        &self.pack
+    }
+
+    /// `rec`'s routes, for any shard of any number.
+    pub fn routes(&self, rec: &Record) -> Routes {
+        let dims = self
+            .dims
+            .iter()
+            .enumerate()
+            .map(|(d, (rules, seed))| route_by(&self.pack, rules, *seed, d, 0, 1, rec).unwrap_or((0, 0)))
+            .collect();
+        Routes {
+            pack: self.pack.hash,
+            dims,
+        }
+    }
 }
 
 /// Where a table's control bytes are, for the bucket count it had when found.
@@ -90,35 +145,38 @@ fn prefetch(_addr: usize) {}
 
 impl Engine {
     /// Processes `batch` in order, as [`process`](Self::process) on each record would, with
-    /// each key's memory fetched a few records ahead. `get` gives a record and its
-    /// watermark; `then(i, actions)` is called after record `i` with the actions it caused
-    /// (left in `actions`, for the caller to take).
+    /// each key's memory fetched a few records ahead. `get` gives a record, its watermark
+    /// and, if the caller made them, its [`Routes`] (those of another pack are not used);
+    /// `then(i, actions)` is called after record `i` with the actions it caused (left in
+    /// `actions`, for the caller to take).
     pub fn process_batch<'b, T>(
         &mut self,
         batch: &'b [T],
-        get: impl Fn(&'b T) -> (&'b Record, i64),
+        get: impl Fn(&'b T) -> (&'b Record, i64, Option<&'b Routes>),
         mut then: impl FnMut(usize, &mut Vec<Action>),
     ) {
         self.ahead.clear();
-        let pack = std::sync::Arc::clone(&self.pack);
+        let pack = Arc::clone(&self.pack);
         let mut actions = Vec::new();
         for item in batch.iter().take(AHEAD) {
-            self.route_ahead(get(item).0);
+            let (rec, _, routes) = get(item);
+            self.route_ahead(rec, routes);
         }
         for (i, item) in batch.iter().enumerate() {
             if let Some(next) = batch.get(i + AHEAD) {
-                self.route_ahead(get(next).0);
+                let (rec, _, routes) = get(next);
+                self.route_ahead(rec, routes);
             }
-            let (rec, wm) = get(item);
+            let (rec, wm, _) = get(item);
             self.process_with(&pack, rec, wm, &mut actions);
             then(i, &mut actions);
         }
         self.ahead.clear();
     }
 
-    /// Routes `rec` now and fetches its keys' buckets; [`process`](Self::process) takes the
-    /// routes when `rec` comes up.
-    fn route_ahead(&mut self, rec: &Record) {
+    /// Routes `rec` now (or takes this shard's share of `made`) and fetches its keys'
+    /// buckets; [`process`](Self::process) takes the routes when `rec` comes up.
+    fn route_ahead(&mut self, rec: &Record, made: Option<&Routes>) {
         let Engine {
             pack,
             dims,
@@ -129,12 +187,20 @@ impl Engine {
             ahead,
             ..
         } = self;
+        let made = made.filter(|m| m.pack == pack.hash && m.dims.len() == dims.len());
         let mut routes = SmallVec::with_capacity(dims.len());
         for (d, ds) in dims.iter_mut().enumerate() {
-            let routed = (only.is_none() || d == *only_d)
-                .then(|| route(pack, ds, d, *shard, *shards, rec))
-                .flatten();
-            let r = routed.map_or((0, 0), |(_, hash, wanted)| (hash, wanted));
+            let mine = only.is_none() || d == *only_d;
+            let r = match made {
+                Some(m) => match m.dims[d] {
+                    (hash, wanted) if mine && wanted != 0 && shard_of(hash, *shards) == *shard => (hash, wanted),
+                    _ => (0, 0),
+                },
+                None => mine
+                    .then(|| route(pack, ds, d, *shard, *shards, rec))
+                    .flatten()
+                    .map_or((0, 0), |(_, hash, wanted)| (hash, wanted)),
+            };
             if r.1 != 0 {
                 fetch(ds, r.0);
             }

@@ -21,6 +21,8 @@ use compact_str::CompactString;
 use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use smallvec::SmallVec;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::action::{Action, action_id};
 use crate::escalation::{Active, Ladder, step_for};
@@ -38,6 +40,7 @@ mod reload;
 mod snapshot;
 mod step;
 
+pub use ahead::{Keyer, Routes};
 use cold::ColdPlan;
 use explain::{Hit, action, explain};
 pub use policy::Allowed;
@@ -196,16 +199,41 @@ pub fn dim_seed(dim: &anning_rules::Dim) -> u64 {
 }
 
 /// Hash of a key of a dim (by its [`dim_seed`]) given its parts; also decides which shard
-/// owns it.
+/// owns it. xxh3 of the parts joined by `+`, hashed in one call (the streaming hasher
+/// derives a secret from the seed first, which cost more than the hash).
 pub fn key_hash(seed: u64, parts: &[&str]) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::with_seed(seed);
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            h.update(b"+");
+    match parts {
+        [one] => xxh3_64_with_seed(one.as_bytes(), seed),
+        _ => {
+            let mut joined = SmallVec::<[u8; 128]>::new();
+            for (i, p) in parts.iter().enumerate() {
+                if i > 0 {
+                    joined.push(b'+');
+                }
+                joined.extend_from_slice(p.as_bytes());
+            }
+            xxh3_64_with_seed(&joined, seed)
         }
-        h.update(p.as_bytes());
     }
-    h.digest()
+}
+
+/// [`key_hash`] of `rec`'s key under `dim`, read from the record without gathering its
+/// parts; `None` when it lacks a part (or has it empty).
+fn key_hash_of(dim: &anning_rules::Dim, seed: u64, rec: &Record) -> Option<u64> {
+    let part = |f: &Field| rec.field(*f).filter(|v| !v.is_empty());
+    match dim.parts.as_slice() {
+        [one] => part(one).map(|v| xxh3_64_with_seed(v.as_bytes(), seed)),
+        parts => {
+            let mut joined = SmallVec::<[u8; 128]>::new();
+            for (i, f) in parts.iter().enumerate() {
+                if i > 0 {
+                    joined.push(b'+');
+                }
+                joined.extend_from_slice(part(f)?.as_bytes());
+            }
+            Some(xxh3_64_with_seed(&joined, seed))
+        }
+    }
 }
 
 /// The shard (of `shards`) that owns a key hash.
@@ -276,8 +304,14 @@ fn wants(rule: &Rule, r: &Record) -> bool {
 /// per rule slot that wants the record; `None` when no rule does, the record has no key
 /// under `d`, or another shard owns the key.
 fn route<'r>(pack: &Pack, ds: &DimState, d: usize, shard: u64, shards: u64, rec: &'r Record) -> Option<(KeyParts<'r>, u64, u64)> {
+    let (hash, wanted) = route_by(pack, &ds.rules, ds.seed, d, shard, shards, rec)?;
+    Some((KeyParts::of(&pack.dims[d], rec)?, hash, wanted))
+}
+
+/// [`route`] given the dim's rules and seed, without the key's parts: (hash, wanted).
+fn route_by(pack: &Pack, rules: &[usize], seed: u64, d: usize, shard: u64, shards: u64, rec: &Record) -> Option<(u64, u64)> {
     let mut wanted: u64 = 0;
-    for (i, &r) in ds.rules.iter().enumerate() {
+    for (i, &r) in rules.iter().enumerate() {
         if wants(&pack.rules[r], rec) {
             wanted |= 1 << i;
         }
@@ -285,9 +319,8 @@ fn route<'r>(pack: &Pack, ds: &DimState, d: usize, shard: u64, shards: u64, rec:
     if wanted == 0 {
         return None;
     }
-    let parts = KeyParts::of(&pack.dims[d], rec)?;
-    let hash = key_hash(ds.seed, parts.parts());
-    (shard_of(hash, shards) == shard).then_some((parts, hash, wanted))
+    let hash = key_hash_of(&pack.dims[d], seed, rec)?;
+    (shard_of(hash, shards) == shard).then_some((hash, wanted))
 }
 
 /// A subscriber number as a number, for closeness of destinations.
@@ -602,7 +635,7 @@ impl Engine {
 fn dim_states(pack: &Pack) -> Vec<DimState> {
     (0..pack.dims.len())
         .map(|d| {
-            let rules: Vec<usize> = (0..pack.rules.len()).filter(|&r| pack.rules[r].dim == d).collect();
+            let rules = dim_rules(pack, d);
             let history = rules
                 .iter()
                 .map(|&r| history_ms(&pack.rules[r], pack.lateness_ms))
@@ -625,6 +658,12 @@ fn dim_states(pack: &Pack) -> Vec<DimState> {
             }
         })
         .collect()
+}
+
+/// Indices into `pack.rules` of the rules keyed by dim `d`, in pack order: a key's rule
+/// slots, and the bits of a route's `wanted`.
+fn dim_rules(pack: &Pack, d: usize) -> Vec<usize> {
+    (0..pack.rules.len()).filter(|&r| pack.rules[r].dim == d).collect()
 }
 
 /// How much event time a rule's state reaches back.

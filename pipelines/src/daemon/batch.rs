@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::{self, Relaxed};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anning_detector::{Action, Record};
+use anning_detector::Action;
 use anning_rules::Pack;
 use anyhow::{Context as _, Result, bail};
 use crossbeam_channel::Receiver;
@@ -19,7 +19,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Ack, Batch, DaemonConfig, Delivery, Done, Meta, Metrics, Out, Rebalancer, Topic, action_out, now_ms, release};
+use super::{Ack, Batch, DaemonConfig, Delivery, Done, Item, Meta, Metrics, Out, Rebalancer, Topic, action_out, now_ms, release};
 
 /// A batch sent to the shards, finished after the next batch is gathered.
 pub(super) struct Pending {
@@ -48,7 +48,7 @@ pub(super) struct Finish<'a> {
     /// Whether checkpoints are on (then audit rows are written with snapshots).
     pub(super) checkpoints: bool,
     /// A finished batch's buffer, emptied, for the next gather.
-    pub(super) spare: RefCell<Option<Vec<(Record, i64, u32)>>>,
+    pub(super) spare: RefCell<Option<Vec<Item>>>,
     /// Shards' answers for the batch sent behind the one being finished.
     pub(super) early: RefCell<Vec<Done>>,
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
+use anning_detector::engine::{Keyer, Routes};
 use anning_detector::{Enricher, Record, RecordBuilder, Registry};
-use anning_rules::Pack;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
@@ -83,28 +83,35 @@ impl Chunk {
         self.ends.len()
     }
 
-    fn decode(&self, b: &mut RecordBuilder, en: Enricher<'_>) -> Vec<Result<Record, Bad>> {
+    /// Each value decoded, enriched and routed for the shards.
+    fn decode(&self, b: &mut RecordBuilder, keyer: &Keyer, registry: &Registry) -> Decoded {
+        let en = Enricher::new(keyer.pack(), registry);
         let mut start = 0;
         self.ends
             .iter()
             .map(|&end| {
                 let value = &self.bytes[start..end];
                 start = end;
-                decode(Some(value), b, en)
+                decode(Some(value), b, en).map(|rec| {
+                    let routes = keyer.routes(&rec);
+                    (rec, routes)
+                })
             })
             .collect()
     }
 }
 
-type Decoded = Vec<Result<Record, Bad>>;
+/// One result per message: the record and its routes, or why it was rejected.
+pub(super) type Decoded = Vec<Result<(Record, Routes), Bad>>;
 
 /// Threads that decode and enrich chunks of a batch while the main loop polls the rest.
 ///
-/// Only decoding and enrichment run here: each record depends on its message alone. What
-/// depends on the records before it (joins, the watermark) runs after, in arrival order, on
-/// the main loop, so the records are the same however a batch is split.
+/// Only decoding, enrichment and routing run here: each record depends on its message alone.
+/// What depends on the records before it (joins, the watermark) runs after, in arrival
+/// order, on the main loop, so the records are the same however a batch is split (a record
+/// a join changes is routed again there).
 pub(super) struct Decoders {
-    jobs: Option<Sender<(usize, Arc<Pack>, Chunk)>>,
+    jobs: Option<Sender<(usize, Arc<Keyer>, Chunk)>>,
     done: Receiver<(usize, Chunk, Result<Decoded, String>)>,
     workers: Vec<JoinHandle<()>>,
     /// Chunks of this batch (sent, or decoded here by `close`), and given back by `next`.
@@ -116,25 +123,24 @@ pub(super) struct Decoders {
     free: Vec<Chunk>,
     /// For the last chunk of a batch, decoded on the main loop.
     builder: RecordBuilder,
+    registry: Arc<Registry>,
 }
 
 impl Decoders {
     pub(super) fn new(threads: usize, registry: &Registry) -> std::io::Result<Self> {
         let registry = Arc::new(registry.clone());
-        let (jobs, rx) = unbounded::<(usize, Arc<Pack>, Chunk)>();
+        let (jobs, rx) = unbounded::<(usize, Arc<Keyer>, Chunk)>();
         let (tx, done) = unbounded();
         let mut workers = Vec::new();
         for i in 0..threads.max(1) {
             let (rx, tx, registry) = (rx.clone(), tx.clone(), Arc::clone(&registry));
             workers.push(thread::Builder::new().name(format!("decode-{i}")).spawn(move || {
                 let mut b = RecordBuilder::default();
-                for (seq, pack, chunk) in rx {
+                for (seq, keyer, chunk) in rx {
                     // A panic (a bug) is handed to the main loop, which would otherwise wait
                     // for this chunk for ever while the other threads keep the channel open.
-                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        chunk.decode(&mut b, Enricher::new(&pack, &registry))
-                    }))
-                    .map_err(|p| panic_text(p.as_ref()));
+                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chunk.decode(&mut b, &keyer, &registry)))
+                        .map_err(|p| panic_text(p.as_ref()));
                     let failed = out.is_err();
                     if tx.send((seq, chunk, out)).is_err() || failed {
                         return;
@@ -151,6 +157,7 @@ impl Decoders {
             back: Vec::new(),
             free: Vec::new(),
             builder: RecordBuilder::default(),
+            registry,
         })
     }
 
@@ -160,23 +167,23 @@ impl Decoders {
     }
 
     /// Hands a full chunk to the decoding threads.
-    pub(super) fn send(&mut self, pack: &Arc<Pack>, chunk: Chunk) {
+    pub(super) fn send(&mut self, keyer: &Arc<Keyer>, chunk: Chunk) {
         let jobs = self.jobs.as_ref().expect("decoders running");
-        jobs.send((self.sent, Arc::clone(pack), chunk))
+        jobs.send((self.sent, Arc::clone(keyer), chunk))
             .expect("decoding threads run while the sender lives");
         self.sent += 1;
     }
 
     /// Ends a batch: `last` is decoded here when nothing was sent (a small batch, not worth
     /// a hand-over), else sent behind the others. Then [`Decoders::next`] gives them back.
-    pub(super) fn close(&mut self, pack: &Arc<Pack>, last: Chunk, en: Enricher<'_>) {
+    pub(super) fn close(&mut self, keyer: &Arc<Keyer>, last: Chunk) {
         if self.sent == 0 {
-            let mine = last.decode(&mut self.builder, en);
+            let mine = last.decode(&mut self.builder, keyer, &self.registry);
             self.recycle(last);
             self.back.push(Some(mine));
             self.sent = 1;
         } else if last.len() > 0 {
-            self.send(pack, last);
+            self.send(keyer, last);
         } else {
             self.recycle(last);
         }
@@ -251,16 +258,16 @@ mod tests {
     }
 
     /// One batch as the main loop runs it: full chunks to the threads, the rest closed.
-    fn run(decoders: &mut Decoders, pack: &Arc<Pack>, en: Enricher<'_>, batch: &[Option<Vec<u8>>]) -> Vec<Result<Record, Bad>> {
+    fn run(decoders: &mut Decoders, keyer: &Arc<Keyer>, batch: &[Option<Vec<u8>>]) -> Decoded {
         let mut chunk = decoders.chunk();
         for p in batch {
             chunk.push(p.as_deref());
             if chunk.len() >= CHUNK {
                 let next = decoders.chunk();
-                decoders.send(pack, std::mem::replace(&mut chunk, next));
+                decoders.send(keyer, std::mem::replace(&mut chunk, next));
             }
         }
-        decoders.close(pack, chunk, en);
+        decoders.close(keyer, chunk);
         let mut got = Vec::new();
         while let Some(d) = decoders.next() {
             got.extend(d);
@@ -269,22 +276,32 @@ mod tests {
     }
 
     /// Chunks decoded on the threads come back in the order sent, one result per message,
-    /// each what decoding that message alone gives (rejects included, with their columns);
-    /// batch after batch, large and small, the same decoders.
+    /// each what decoding that message alone gives (rejects included, with their columns)
+    /// with the record's routes; batch after batch, large and small, the same decoders.
     #[test]
     fn chunks_decode_as_each_message_alone_and_come_back_in_order() {
         let pack = Arc::new(anning_rules::default_pack());
         let registry = Registry::parse("port,sp,class,signatures\n10690001234,901234,marketing,京东\n").unwrap();
         let en = Enricher::new(&pack, &registry);
         let all = payloads();
-        let alone: Vec<Result<Record, Bad>> = all
+        let keyer = Arc::new(Keyer::new(Arc::clone(&pack)));
+        let alone: Decoded = all
             .iter()
-            .map(|p| decode(p.as_deref(), &mut RecordBuilder::default(), en))
+            .map(|p| {
+                decode(p.as_deref(), &mut RecordBuilder::default(), en).map(|r| {
+                    let routes = keyer.routes(&r);
+                    (r, routes)
+                })
+            })
             .collect();
+        assert!(
+            alone.iter().flatten().any(|(_, routes)| *routes != Routes::default()),
+            "records are routed"
+        );
         assert!(alone.iter().any(Result::is_ok) && alone.iter().any(Result::is_err));
         let mut decoders = Decoders::new(3, &registry).unwrap();
         for (from, to) in [(0, all.len()), (5, 17), (0, 0), (0, CHUNK), (1, 2 * CHUNK + 1), (0, all.len())] {
-            let got = run(&mut decoders, &pack, en, &all[from..to]);
+            let got = run(&mut decoders, &keyer, &all[from..to]);
             assert_eq!(got.len(), to - from, "batch {from}..{to}");
             assert!(
                 got == alone[from..to],

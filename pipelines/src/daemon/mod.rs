@@ -48,6 +48,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use anning_detector::engine::{Keyer, Routes};
 use anning_detector::{Action, Enricher, Record, Registry, Verdict};
 use anning_rules::Pack;
 use anyhow::{Context as _, Result, bail};
@@ -81,7 +82,9 @@ struct Meta {
 
 use crate::audit::now_ms;
 
-type Batch = Arc<Vec<(Record, i64, u32)>>;
+/// A record with its watermark, the index of its message's `Meta`, and its routes.
+type Item = (Record, i64, u32, Routes);
+type Batch = Arc<Vec<Item>>;
 
 /// What shard workers are given: a batch, or a new pack to run from now on.
 enum Work {
@@ -428,7 +431,7 @@ pub fn run(
                         let mut out = Vec::new();
                         engine.process_batch(
                             &batch,
-                            |(rec, wm, _)| (rec, *wm),
+                            |(rec, wm, _, routes)| (rec, *wm, Some(routes)),
                             |i, acts| out.extend(acts.drain(..).map(|a| (batch[i].2, a))),
                         );
                         Done::Batch(shard, out, engine.take_allowed())
@@ -450,6 +453,9 @@ pub fn run(
     drop(rtx);
 
     let mut decoders = decode::Decoders::new(threads, registry)?;
+    // Routes each record once for every shard (on the decoding threads), for the pack of
+    // the batch.
+    let mut keyer = Arc::new(Keyer::new(Arc::clone(&pack)));
     let mut caught_up: BTreeSet<i32> = BTreeSet::new();
     let mut known: BTreeSet<i32> = BTreeSet::new();
     // Where the restored snapshot ended (its audit rows were written up to there).
@@ -512,7 +518,10 @@ pub fn run(
         // The buffer of a finished batch, else one sized like the largest batch yet:
         // growing a vector of records by doubling copied each record again and again, and
         // a new one of megabytes came zeroed from the kernel each time.
-        let mut records: Vec<(Record, i64, u32)> = fin.spare.take().unwrap_or_else(|| Vec::with_capacity(most));
+        if !Arc::ptr_eq(keyer.pack(), &pack) {
+            keyer = Arc::new(Keyer::new(Arc::clone(&pack)));
+        }
+        let mut records: Vec<Item> = fin.spare.take().unwrap_or_else(|| Vec::with_capacity(most));
         let mut metas: Vec<Meta> = Vec::with_capacity(most);
         // The messages polled, held until the batch is decoded; their values are copied
         // into chunks, decoded on other threads as soon as a chunk is full.
@@ -577,12 +586,12 @@ pub fn run(
             msgs.push(m);
             if chunk.len() >= decode::CHUNK {
                 let next = decoders.chunk();
-                decoders.send(&pack, std::mem::replace(&mut chunk, next));
+                decoders.send(&keyer, std::mem::replace(&mut chunk, next));
             }
         }
         // Then, in arrival order as the chunks come back decoded, what depends on the records
         // before: joins and the watermark.
-        decoders.close(&pack, chunk, en);
+        decoders.close(&keyer, chunk);
         let mut arrived = msgs.iter();
         while let Some(decoded) = decoders.next() {
             for (d, m) in decoded.into_iter().zip(arrived.by_ref()) {
@@ -596,13 +605,14 @@ pub fn run(
                 }
                 let ingested_ms = m.timestamp().to_millis().unwrap_or_else(now_ms);
                 match d {
-                    Ok(rec) => {
-                        let mut rec = joiner.apply(rec, en);
+                    Ok((rec, routes)) => {
+                        let (mut rec, joined) = joiner.apply_joined(rec, en);
+                        let routes = if joined { keyer.routes(&rec) } else { routes };
                         metrics.records_in[rec.kind as usize].fetch_add(1, Relaxed);
                         match wm.observe(m.partition(), rec.ts) {
                             Verdict::Process { ts, wm } => {
                                 rec.ts = ts;
-                                records.push((rec, wm, metas.len() as u32));
+                                records.push((rec, wm, metas.len() as u32, routes));
                                 metas.push(Meta {
                                     partition: m.partition(),
                                     offset: m.offset(),

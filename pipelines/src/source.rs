@@ -106,8 +106,8 @@ pub fn read(input: &Input, en: Enricher<'_>, sink: &mut impl Sink) -> Result<(),
     read_with(input, en, sink, 1)
 }
 
-/// [`read`], JSON Lines and Parquet decoded on `decoders` threads when more than one
-/// (records and rejects still reach `sink` in input order, the same as read on one thread).
+/// [`read`], JSON Lines decoded on `decoders` threads when more than one (records and
+/// rejects still reach `sink` in input order, the same as read on one thread).
 pub fn read_with(input: &Input, en: Enricher<'_>, sink: &mut impl Sink, decoders: usize) -> Result<(), SourceError> {
     let name = input.name();
     let io = |source| SourceError::Io {
@@ -127,7 +127,7 @@ pub fn read_with(input: &Input, en: Enricher<'_>, sink: &mut impl Sink, decoders
             }
         }
         Format::Csv => read_csv(&name, input.path.as_deref().expect("csv is a file"), en, sink),
-        Format::Parquet => read_parquet(&name, input.path.as_deref().expect("parquet is a file"), en, sink, decoders),
+        Format::Parquet => read_parquet(&name, input.path.as_deref().expect("parquet is a file"), en, sink),
     }
 }
 
@@ -188,35 +188,50 @@ fn decode_line(name: &str, line_no: u64, raw: &[u8], b: &mut RecordBuilder, en: 
 /// Bytes of whole lines handed to a decoding thread at a time.
 const BLOCK: usize = 1 << 20;
 
-/// Records and rejects, each with its line (or row).
+/// A block of whole lines: its place in the input, the line number before its first line,
+/// its bytes.
+type Block = (usize, u64, Vec<u8>);
+
+/// A block's records and rejects, each with its line.
 type Lines = Vec<(u64, Result<Record, Reject>)>;
 
-/// Runs `work` on `threads` threads over the jobs `next` gives (until it gives `None`), at
-/// most two per thread ahead of the one waited for, and hands each result to `deliver` in
-/// the order of the jobs. A panic in `work` reaches the caller instead of leaving it waiting.
-fn in_order<J: Send, O: Send>(
-    threads: usize,
-    mut next: impl FnMut() -> Option<J>,
-    work: impl Fn(J) -> O + Sync,
-    mut deliver: impl FnMut(O),
-) {
-    let (jobs, rx) = crossbeam_channel::unbounded::<(usize, J)>();
-    let (tx, done) = crossbeam_channel::unbounded::<(usize, Result<O, String>)>();
+/// What a block decodes to (or the panic of the thread that decoded it), and its bytes back
+/// to be filled again.
+type Decoded = (usize, Result<Lines, String>, Vec<u8>);
+
+/// JSON Lines read in blocks of whole lines, decoded on `threads` threads, handed to `sink`
+/// in input order: the same records, rejects and line numbers as [`read_jsonl`].
+fn read_jsonl_on(name: &str, mut r: impl Read, en: Enricher<'_>, sink: &mut impl Sink, threads: usize) -> std::io::Result<()> {
+    let (jobs, rx) = crossbeam_channel::unbounded::<Block>();
+    let (tx, done) = crossbeam_channel::unbounded::<Decoded>();
     std::thread::scope(|s| {
         for i in 0..threads {
-            let (rx, tx, work) = (rx.clone(), tx.clone(), &work);
+            let (rx, tx) = (rx.clone(), tx.clone());
             std::thread::Builder::new()
                 .name(format!("decode-{i}"))
                 .spawn_scoped(s, move || {
-                    for (seq, job) in rx {
-                        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(job))).map_err(|p| {
+                    let mut b = RecordBuilder::default();
+                    for (seq, before, bytes) in rx {
+                        // A panic (a bug) is handed on, or the reader would wait for this
+                        // block for ever.
+                        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            let mut out = Vec::with_capacity(bytes.len() / 128);
+                            let lines = bytes.split_inclusive(|&c| c == b'\n');
+                            for (line_no, raw) in (before + 1..).zip(lines) {
+                                if let Some(d) = decode_line(name, line_no, raw, &mut b, en) {
+                                    out.push((line_no, d));
+                                }
+                            }
+                            out
+                        }))
+                        .map_err(|p| {
                             p.downcast_ref::<&str>()
                                 .map(|s| s.to_string())
                                 .or_else(|| p.downcast_ref::<String>().cloned())
                                 .unwrap_or_default()
                         });
                         let failed = out.is_err();
-                        if tx.send((seq, out)).is_err() || failed {
+                        if tx.send((seq, out, bytes)).is_err() || failed {
                             return;
                         }
                     }
@@ -224,123 +239,101 @@ fn in_order<J: Send, O: Send>(
                 .expect("spawn a decoding thread");
         }
         drop((rx, tx));
-        let (mut sent, mut given, mut ended) = (0usize, 0usize, false);
-        // Results by place, until their turn.
-        let mut back: std::collections::VecDeque<Option<O>> = Default::default();
-        loop {
-            while !ended && sent - given < 2 * threads {
-                match next() {
-                    Some(job) => {
-                        back.push_back(None);
-                        jobs.send((sent, job)).expect("decoding threads run while jobs are sent");
-                        sent += 1;
-                    }
-                    None => ended = true,
-                }
-            }
-            if given == sent {
-                break;
-            }
-            while back.front().is_some_and(Option::is_none) {
-                let (seq, out) = done.recv().expect("a decoding thread stopped");
-                back[seq - given] = Some(out.unwrap_or_else(|e| panic!("a decoding thread panicked: {e}")));
-            }
-            deliver(back.pop_front().flatten().expect("the next result"));
-            given += 1;
-        }
-        // The threads end once the jobs are gone.
+        let result = feed(&mut r, &jobs, &done, sink, threads);
+        // Decoding threads end once the jobs are gone (on an error, with work undone).
         drop(jobs);
-    });
+        result
+    })
 }
 
-/// JSON Lines read in blocks of whole lines, decoded on `threads` threads, handed to `sink`
-/// in input order: the same records, rejects and line numbers as [`read_jsonl`].
-fn read_jsonl_on(name: &str, mut r: impl Read, en: Enricher<'_>, sink: &mut impl Sink, threads: usize) -> std::io::Result<()> {
-    // Emptied blocks, to fill again.
-    let free = std::cell::RefCell::new(Vec::<Vec<u8>>::new());
+/// Reads blocks of whole lines into `jobs`, at most two per thread ahead of the one `sink`
+/// waits for, and hands decoded blocks to `sink` in order.
+fn feed(
+    r: &mut impl Read,
+    jobs: &crossbeam_channel::Sender<Block>,
+    done: &crossbeam_channel::Receiver<Decoded>,
+    sink: &mut impl Sink,
+    threads: usize,
+) -> std::io::Result<()> {
+    let mut free: Vec<Vec<u8>> = Vec::new();
     // Bytes read past the last whole line, carried into the next block.
     let mut carry: Vec<u8> = Vec::new();
-    let (mut lines, mut read_to, mut eof) = (0u64, 0u64, false);
+    let (mut sent, mut given, mut lines, mut read_to, mut eof) = (0usize, 0usize, 0u64, 0u64, false);
     let mut failed: Option<std::io::Error> = None;
-    // A block: the line number before its first line, its bytes, where it ends in the input.
-    let next = || -> Option<(u64, Vec<u8>, u64)> {
-        if eof {
-            return None;
-        }
-        let mut block = free.borrow_mut().pop().unwrap_or_default();
-        block.clear();
-        block.append(&mut carry);
-        // Fill to BLOCK, then on to the end of a line (a line longer than a block too).
-        loop {
-            let at = block.len();
-            let want = if at < BLOCK { BLOCK - at } else { 64 << 10 };
-            block.resize(at + want, 0);
-            let read = loop {
-                match r.read(&mut block[at..]) {
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    other => break other,
+    // Decoded blocks by place, until their turn; and each block's end in bytes.
+    let mut back: std::collections::VecDeque<Option<Lines>> = Default::default();
+    let mut ends: std::collections::VecDeque<u64> = Default::default();
+    loop {
+        while !eof && sent - given < 2 * threads {
+            let mut block = free.pop().unwrap_or_default();
+            block.clear();
+            block.append(&mut carry);
+            // Fill to BLOCK, then on to the end of a line (a line longer than a block too).
+            loop {
+                let at = block.len();
+                let want = if at < BLOCK { BLOCK - at } else { 64 << 10 };
+                block.resize(at + want, 0);
+                let read = loop {
+                    match r.read(&mut block[at..]) {
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        other => break other,
+                    }
+                };
+                match read {
+                    Ok(0) => {
+                        block.truncate(at);
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => block.truncate(at + n),
+                    Err(e) => {
+                        // What was read before stays: its whole lines are decoded and
+                        // handed on, then the error; a line cut short is dropped, as
+                        // reading line by line drops it.
+                        let whole = block[..at].iter().rposition(|&c| c == b'\n').map_or(0, |nl| nl + 1);
+                        block.truncate(whole);
+                        failed = Some(e);
+                        eof = true;
+                        break;
+                    }
                 }
-            };
-            match read {
-                Ok(0) => {
-                    block.truncate(at);
-                    eof = true;
-                    break;
-                }
-                Ok(n) => block.truncate(at + n),
-                Err(e) => {
-                    // What was read before stays: its whole lines are decoded and handed
-                    // on, then the error; a line cut short is dropped, as reading line by
-                    // line drops it.
-                    let whole = block[..at].iter().rposition(|&c| c == b'\n').map_or(0, |nl| nl + 1);
-                    block.truncate(whole);
-                    failed = Some(e);
-                    eof = true;
+                if block.len() >= BLOCK
+                    && let Some(nl) = block[at..].iter().rposition(|&c| c == b'\n')
+                {
+                    carry.extend_from_slice(&block[at + nl + 1..]);
+                    block.truncate(at + nl + 1);
                     break;
                 }
             }
-            if block.len() >= BLOCK
-                && let Some(nl) = block[at..].iter().rposition(|&c| c == b'\n')
-            {
-                carry.extend_from_slice(&block[at + nl + 1..]);
-                block.truncate(at + nl + 1);
+            if block.is_empty() {
+                free.push(block);
                 break;
             }
+            let before = lines;
+            lines += block.iter().filter(|&&c| c == b'\n').count() as u64 + u64::from(!block.ends_with(b"\n"));
+            read_to += block.len() as u64;
+            ends.push_back(read_to);
+            back.push_back(None);
+            jobs.send((sent, before, block)).expect("decoding threads run while jobs are sent");
+            sent += 1;
         }
-        if block.is_empty() {
-            return None;
+        if given == sent {
+            return failed.map_or(Ok(()), Err);
         }
-        let before = lines;
-        lines += block.iter().filter(|&&c| c == b'\n').count() as u64 + u64::from(!block.ends_with(b"\n"));
-        read_to += block.len() as u64;
-        Some((before, block, read_to))
-    };
-    let work = |(before, bytes, end): (u64, Vec<u8>, u64)| {
-        let mut b = RecordBuilder::default();
-        let mut out: Lines = Vec::with_capacity(bytes.len() / 128);
-        let lines = bytes.split_inclusive(|&c| c == b'\n');
-        for (line_no, raw) in (before + 1..).zip(lines) {
-            if let Some(d) = decode_line(name, line_no, raw, &mut b, en) {
-                out.push((line_no, d));
+        while back.front().is_some_and(Option::is_none) {
+            let (seq, out, bytes) = done.recv().expect("a decoding thread stopped");
+            back[seq - given] = Some(out.unwrap_or_else(|e| panic!("a decoding thread panicked: {e}")));
+            free.push(bytes);
+        }
+        let out = back.pop_front().flatten().expect("the next block, decoded");
+        given += 1;
+        for (line_no, d) in out {
+            match d {
+                Ok(rec) => sink.record(rec, line_no),
+                Err(r) => sink.reject(r),
             }
         }
-        (out, bytes, end)
-    };
-    in_order(threads, next, work, |(out, bytes, end): (Lines, Vec<u8>, u64)| {
-        hand_on(out, sink);
-        sink.progress(end);
-        free.borrow_mut().push(bytes);
-    });
-    failed.map_or(Ok(()), Err)
-}
-
-/// Decoded records and rejects to `sink`, in order.
-fn hand_on(out: Lines, sink: &mut impl Sink) {
-    for (line_no, d) in out {
-        match d {
-            Ok(rec) => sink.record(rec, line_no),
-            Err(r) => sink.reject(r),
-        }
+        sink.progress(ends.pop_front().expect("an end per block"));
     }
 }
 
@@ -399,64 +392,35 @@ fn read_csv(name: &str, path: &Path, en: Enricher<'_>, sink: &mut impl Sink) -> 
     }
 }
 
-/// Parquet in batches of 8192 rows; with `threads` > 1, the rows of each batch are
-/// assembled on threads and handed to `sink` in order.
-fn read_parquet(name: &str, path: &Path, en: Enricher<'_>, sink: &mut impl Sink, threads: usize) -> Result<(), SourceError> {
+fn read_parquet(name: &str, path: &Path, en: Enricher<'_>, sink: &mut impl Sink) -> Result<(), SourceError> {
     let file = File::open(path).map_err(|source| SourceError::Io {
         path: name.to_string(),
         source,
     })?;
-    let mut reader = ParquetRecordBatchReaderBuilder::try_new(file)
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(8192).build())
         .map_err(|source| SourceError::Parquet {
             path: name.to_string(),
             source,
         })?;
-    let rows = |b: &mut RecordBuilder, batch: &arrow::record_batch::RecordBatch, before: u64| -> Lines {
-        let columns = BatchColumns::new(batch);
-        (0..batch.num_rows())
-            .map(|row| {
-                let row_no = before + row as u64 + 1;
-                let d = assemble(&mut ParquetFields { columns: &columns, row }, b, en).map_err(|bad| reject(name, row_no, bad, None));
-                (row_no, d)
-            })
-            .collect()
-    };
-    let mut failed = None;
+    let mut b = RecordBuilder::default();
     let mut row_no = 0u64;
-    let mut next = || match reader.next()? {
-        Ok(batch) => {
-            let before = row_no;
-            row_no += batch.num_rows() as u64;
-            Some((before, batch))
+    for batch in reader {
+        let batch = batch.map_err(|source| SourceError::Arrow {
+            path: name.to_string(),
+            source,
+        })?;
+        let columns = BatchColumns::new(&batch);
+        for row in 0..batch.num_rows() {
+            row_no += 1;
+            match assemble(&mut ParquetFields { columns: &columns, row }, &mut b, en) {
+                Ok(rec) => sink.record(rec, row_no),
+                Err(bad) => sink.reject(reject(name, row_no, bad, None)),
+            }
         }
-        Err(source) => {
-            failed = Some(SourceError::Arrow {
-                path: name.to_string(),
-                source,
-            });
-            None
-        }
-    };
-    let mut deliver = |(out, end): (Lines, u64)| {
-        hand_on(out, sink);
-        sink.progress(end);
-    };
-    if threads > 1 {
-        let work = |(before, batch): (u64, arrow::record_batch::RecordBatch)| {
-            (
-                rows(&mut RecordBuilder::default(), &batch, before),
-                before + batch.num_rows() as u64,
-            )
-        };
-        in_order(threads, next, work, deliver);
-    } else {
-        let mut b = RecordBuilder::default();
-        while let Some((before, batch)) = next() {
-            deliver((rows(&mut b, &batch, before), before + batch.num_rows() as u64));
-        }
+        sink.progress(row_no);
     }
-    failed.map_or(Ok(()), Err)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -580,59 +544,6 @@ mod tests {
             assert!(many.progress.windows(2).all(|w| w[0] < w[1]));
             assert_eq!(many.progress.last(), Some(&(data.len() as u64)));
         }
-    }
-
-    /// Parquet over threads: the same records and rejects, in the same order, with the same
-    /// rows, as on one thread; batches of 8192 rows, the last one short.
-    #[test]
-    fn threads_read_parquet_as_one_thread_does() {
-        use arrow::array::{ArrayRef, Int64Array, StringArray};
-        use arrow::datatypes::{DataType, Field, Schema};
-        let n = 3 * 8192 + 100;
-        let col =
-            |f: &dyn Fn(usize) -> Option<String>| -> ArrayRef { std::sync::Arc::new(StringArray::from((0..n).map(f).collect::<Vec<_>>())) };
-        let schema = std::sync::Arc::new(Schema::new(vec![
-            Field::new("ts", DataType::Int64, true),
-            Field::new("type", DataType::Utf8, true),
-            Field::new("src", DataType::Utf8, true),
-            Field::new("dst", DataType::Utf8, true),
-            Field::new("text", DataType::Utf8, true),
-        ]));
-        let batch = arrow::record_batch::RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                std::sync::Arc::new(Int64Array::from(
-                    (0..n).map(|i| Some(1_794_300_000_000 + i as i64 * 10)).collect::<Vec<_>>(),
-                )),
-                col(&|i| Some(if i % 101 == 7 { "mms" } else { "sms" }.to_string())),
-                col(&|i| Some(format!("1380013{:04}", i % 3000))),
-                col(&|i| (i % 89 != 3).then(|| format!("1390013{:04}", i % 500))),
-                col(&|i| Some(format!("【京东】双11大促 {i}"))),
-            ],
-        )
-        .unwrap();
-        let dir = std::env::temp_dir().join(format!("anning-source-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("rows.parquet");
-        let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
-
-        let pack = anning_rules::default_pack();
-        let registry = Registry::default();
-        let en = Enricher::new(&pack, &registry);
-        let mut one = Seen::default();
-        read_parquet("rows.parquet", &path, en, &mut one, 1).unwrap();
-        assert_eq!(one.events.len(), n);
-        assert!(one.events.iter().any(|e| e.contains("mms")) && one.events.iter().any(|e| e.contains("MissingField")));
-        assert_eq!(one.progress, vec![8192, 16384, 24576, n as u64]);
-        for threads in [2, 3] {
-            let mut many = Seen::default();
-            read_parquet("rows.parquet", &path, en, &mut many, threads).unwrap();
-            assert!(one.events == many.events, "{threads} threads");
-            assert_eq!(one.progress, many.progress);
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A read error: the whole lines before it are handed on as by one thread, then the

@@ -216,8 +216,7 @@ pub fn run(
     for input in inputs {
         router.input = input.name();
         router.progress.input(&router.input, input.byte_len());
-        // JSON Lines decoded on as many threads as there are shards, when more than one.
-        if let Err(e) = source::read_with(input, en, &mut router, threads) {
+        if let Err(e) = source::read(input, en, &mut router) {
             router.counts.input_errors.push(e.to_string());
         }
         router.flush();

@@ -196,10 +196,7 @@ impl Engine {
                     (hash, wanted) if mine && wanted != 0 && shard_of(hash, *shards) == *shard => (hash, wanted),
                     _ => (0, 0),
                 },
-                None => mine
-                    .then(|| route(pack, ds, d, *shard, *shards, rec))
-                    .flatten()
-                    .map_or((0, 0), |(_, hash, wanted)| (hash, wanted)),
+                None => mine.then(|| route(pack, ds, d, *shard, *shards, rec)).flatten().unwrap_or((0, 0)),
             };
             if r.1 != 0 {
                 fetch(ds, r.0);

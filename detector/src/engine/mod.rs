@@ -242,38 +242,19 @@ pub fn shard_of(hash: u64, shards: u64) -> u64 {
     ((hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) * shards) >> 32
 }
 
-/// A record's key under a dimension: its parts, each present and non-empty.
-struct KeyParts<'r> {
-    parts: [&'r str; Field::ALL.len()],
-    len: usize,
-}
-
-impl<'r> KeyParts<'r> {
-    /// `None` when `rec` lacks a part of `dim`'s key (or has it empty).
-    fn of(dim: &anning_rules::Dim, rec: &'r Record) -> Option<Self> {
-        let mut parts = [""; Field::ALL.len()];
-        for (i, f) in dim.parts.iter().enumerate() {
-            parts[i] = rec.field(*f).filter(|v| !v.is_empty())?;
+/// Appends `rec`'s key under `dim`, its parts joined by `+`, to `out`; `false` when `rec`
+/// lacks a part (or has it empty), `out` then holding part of it.
+fn push_key(dim: &anning_rules::Dim, rec: &Record, out: &mut String) -> bool {
+    for (i, f) in dim.parts.iter().enumerate() {
+        let Some(v) = rec.field(*f).filter(|v| !v.is_empty()) else {
+            return false;
+        };
+        if i > 0 {
+            out.push('+');
         }
-        Some(KeyParts {
-            parts,
-            len: dim.parts.len(),
-        })
+        out.push_str(v);
     }
-
-    fn parts(&self) -> &[&'r str] {
-        &self.parts[..self.len]
-    }
-
-    /// Appends the key, its parts joined by `+`, to `out`.
-    fn push_to(&self, out: &mut String) {
-        for (i, p) in self.parts().iter().enumerate() {
-            if i > 0 {
-                out.push('+');
-            }
-            out.push_str(p);
-        }
-    }
+    true
 }
 
 fn matches(f: &Filter, r: &Record) -> bool {
@@ -300,15 +281,14 @@ fn wants(rule: &Rule, r: &Record) -> bool {
     }
 }
 
-/// What dim `d` does with `rec` on shard `shard` of `shards`: the key, its hash and a bit
-/// per rule slot that wants the record; `None` when no rule does, the record has no key
-/// under `d`, or another shard owns the key.
-fn route<'r>(pack: &Pack, ds: &DimState, d: usize, shard: u64, shards: u64, rec: &'r Record) -> Option<(KeyParts<'r>, u64, u64)> {
-    let (hash, wanted) = route_by(pack, &ds.rules, ds.seed, d, shard, shards, rec)?;
-    Some((KeyParts::of(&pack.dims[d], rec)?, hash, wanted))
+/// What dim `d` does with `rec` on shard `shard` of `shards`: its key's hash and a bit per
+/// rule slot that wants the record; `None` when no rule does, the record has no key under
+/// `d`, or another shard owns the key.
+fn route(pack: &Pack, ds: &DimState, d: usize, shard: u64, shards: u64, rec: &Record) -> Option<(u64, u64)> {
+    route_by(pack, &ds.rules, ds.seed, d, shard, shards, rec)
 }
 
-/// [`route`] given the dim's rules and seed, without the key's parts: (hash, wanted).
+/// [`route`] given the dim's rules and seed.
 fn route_by(pack: &Pack, rules: &[usize], seed: u64, d: usize, shard: u64, shards: u64, rec: &Record) -> Option<(u64, u64)> {
     let mut wanted: u64 = 0;
     for (i, &r) in rules.iter().enumerate() {
@@ -383,10 +363,12 @@ impl Engine {
             if !pack.rules.iter().any(|r| r.dim == d && wants(r, rec)) {
                 continue;
             }
-            let Some(key) = KeyParts::of(dim, rec) else { continue };
             let mut joined = String::new();
-            key.push_to(&mut joined);
-            out.push((d, joined, key_hash(dim_seed(dim), key.parts())));
+            if !push_key(dim, rec, &mut joined) {
+                continue;
+            }
+            let hash = key_hash(dim_seed(dim), &[&joined]);
+            out.push((d, joined, hash));
         }
         out
     }
@@ -417,15 +399,11 @@ impl Engine {
                 continue;
             }
             let key = match &routed {
-                // Routed ahead: only the key's parts are found again (they borrow the record).
-                Some(r) => match r.routes[d] {
-                    (_, 0) => None,
-                    (hash, wanted) => KeyParts::of(&pack.dims[d], rec).map(|parts| (parts, hash, wanted)),
-                },
+                Some(r) => Some(r.routes[d]).filter(|&(_, wanted)| wanted != 0),
                 None => route(pack, &self.dims[d], d, self.shard, self.shards, rec),
             };
-            if let Some((parts, hash, wanted)) = key {
-                self.process_dim(pack, d, rec, wm, (parts, hash), wanted, out);
+            if let Some((hash, wanted)) = key {
+                self.process_dim(pack, d, rec, wm, hash, wanted, out);
             }
             if wm >= self.dims[d].next_sweep {
                 self.sweep(pack, d, wm);
@@ -433,22 +411,16 @@ impl Engine {
         }
     }
 
-    /// Runs the rules of dim `d` wanted by `rec` (a bit per rule slot) on its key (parts and
-    /// hash), which this shard owns.
+    /// Runs the rules of dim `d` wanted by `rec` (a bit per rule slot) on its key (of hash
+    /// `hash`), which this shard owns.
     #[allow(clippy::too_many_arguments)]
-    fn process_dim(
-        &mut self,
-        pack: &Pack,
-        d: usize,
-        rec: &Record,
-        wm: i64,
-        (parts, hash): (KeyParts<'_>, u64),
-        wanted: u64,
-        out: &mut Vec<Action>,
-    ) {
+    fn process_dim(&mut self, pack: &Pack, d: usize, rec: &Record, wm: i64, hash: u64, wanted: u64, out: &mut Vec<Action>) {
         let dim = &pack.dims[d];
         self.scratch.clear();
-        parts.push_to(&mut self.scratch);
+        if !push_key(dim, rec, &mut self.scratch) {
+            debug_assert!(false, "a routed record has its key");
+            return;
+        }
         let key = self.scratch.as_str();
         let dim_state = &mut self.dims[d];
         let entry = match dim_state.table.find_mut(hash, |e| e.hash == hash && &*e.key == key) {
@@ -541,12 +513,13 @@ impl Engine {
             let mut group_explained: Option<(String, serde_json::Value)> = None;
             for &t in &rule.targets {
                 let tdim = &pack.dims[t];
-                let Some(parts) = KeyParts::of(tdim, rec) else { continue };
                 // `dim\0key`: the target's name in `acted`, its key after the NUL.
                 let mut id = tdim.name();
                 let at = id.len() + 1;
                 id.push('\0');
-                parts.push_to(&mut id);
+                if !push_key(tdim, rec, &mut id) {
+                    continue;
+                }
                 let (tname, key) = (&id[..at - 1], &id[at..]);
                 let acted = slot.acted.get_or_insert_with(Default::default);
                 let (ladder, active) = acted.get(id.as_str()).cloned().unzip();

@@ -202,38 +202,33 @@ pub fn dim_seed(dim: &anning_rules::Dim) -> u64 {
 /// owns it. xxh3 of the parts joined by `+`, hashed in one call (the streaming hasher
 /// derives a secret from the seed first, which cost more than the hash).
 pub fn key_hash(seed: u64, parts: &[&str]) -> u64 {
-    match parts {
-        [one] => xxh3_64_with_seed(one.as_bytes(), seed),
-        _ => {
-            let mut joined = SmallVec::<[u8; 128]>::new();
-            for (i, p) in parts.iter().enumerate() {
-                if i > 0 {
-                    joined.push(b'+');
-                }
-                joined.extend_from_slice(p.as_bytes());
-            }
-            xxh3_64_with_seed(&joined, seed)
-        }
-    }
+    hash_joined(seed, parts.iter().map(|p| Some(*p))).expect("every part given")
 }
 
 /// [`key_hash`] of `rec`'s key under `dim`, read from the record without gathering its
 /// parts; `None` when it lacks a part (or has it empty).
 fn key_hash_of(dim: &anning_rules::Dim, seed: u64, rec: &Record) -> Option<u64> {
-    let part = |f: &Field| rec.field(*f).filter(|v| !v.is_empty());
-    match dim.parts.as_slice() {
-        [one] => part(one).map(|v| xxh3_64_with_seed(v.as_bytes(), seed)),
-        parts => {
-            let mut joined = SmallVec::<[u8; 128]>::new();
-            for (i, f) in parts.iter().enumerate() {
-                if i > 0 {
-                    joined.push(b'+');
-                }
-                joined.extend_from_slice(part(f)?.as_bytes());
-            }
-            Some(xxh3_64_with_seed(&joined, seed))
-        }
+    hash_joined(seed, dim.parts.iter().map(|f| key_part(rec, *f)))
+}
+
+/// xxh3 of `parts` joined by `+`, in one call; `None` when a part is missing.
+fn hash_joined<'a>(seed: u64, mut parts: impl ExactSizeIterator<Item = Option<&'a str>>) -> Option<u64> {
+    if parts.len() == 1 {
+        return parts.next()?.map(|p| xxh3_64_with_seed(p.as_bytes(), seed));
     }
+    let mut joined = SmallVec::<[u8; 128]>::new();
+    for (i, p) in parts.enumerate() {
+        if i > 0 {
+            joined.push(b'+');
+        }
+        joined.extend_from_slice(p?.as_bytes());
+    }
+    Some(xxh3_64_with_seed(&joined, seed))
+}
+
+/// A part of a key: `rec`'s field `f`, if present and non-empty.
+fn key_part(rec: &Record, f: Field) -> Option<&str> {
+    rec.field(f).filter(|v| !v.is_empty())
 }
 
 /// The shard (of `shards`) that owns a key hash.
@@ -246,7 +241,7 @@ pub fn shard_of(hash: u64, shards: u64) -> u64 {
 /// lacks a part (or has it empty), `out` then holding part of it.
 fn push_key(dim: &anning_rules::Dim, rec: &Record, out: &mut String) -> bool {
     for (i, f) in dim.parts.iter().enumerate() {
-        let Some(v) = rec.field(*f).filter(|v| !v.is_empty()) else {
+        let Some(v) = key_part(rec, *f) else {
             return false;
         };
         if i > 0 {

@@ -283,7 +283,11 @@ fn producer(cfg: &DaemonConfig) -> Result<(ThreadedProducer<Delivery>, Receiver<
         &[
             ("enable.idempotence", "true"),
             ("acks", "all"),
-            ("linger.ms", "5"),
+            // Actions go out as soon as a batch has them: they are few (hundreds in a day of
+            // millions), and each waited up to 5 ms for company (p50 produce-to-action at 100 k
+            // records/s 20-24 ms with 5, 11-14 ms with 0). A batch's messages are all handed
+            // over at once, so a flood of dead letters still leaves in large requests.
+            ("linger.ms", "0"),
             ("queue.buffering.max.messages", "1000000"),
         ],
     );

@@ -117,6 +117,9 @@ impl<'a> Fields<'a> for JsonFields<'a> {
             detail: format!("`{name}` is {what}"),
         };
         let v = match text.as_bytes()[0] {
+            // The parse above checked the string: without a backslash its text between the
+            // quotes is its value, borrowed with no second pass over it.
+            b'"' if !text.as_bytes().contains(&b'\\') => Val::Str(Cow::Borrowed(&text[1..text.len() - 1])),
             b'"' => Val::Str(serde_json::from_str::<Cow<'a, str>>(text).map_err(|_| bad_type("not a valid string"))?),
             b'n' => return Ok(None),
             b't' => Val::Bool(true),
@@ -129,5 +132,46 @@ impl<'a> Fields<'a> for JsonFields<'a> {
             },
         };
         Ok(Some((v, at)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn str_of<'a>(f: &mut JsonFields<'a>, name: &'static str) -> Cow<'a, str> {
+        match f.get(name) {
+            Ok(Some((Val::Str(s), _))) => s,
+            other => panic!(
+                "`{name}`: expected a string, got {:?}",
+                other.map(|v| v.map(|(v, _)| v.type_name()))
+            ),
+        }
+    }
+
+    #[test]
+    fn strings_without_escapes_are_borrowed_and_others_unescaped() {
+        let line = r#"{"ts":1,"type":"sms","text":"双11 \"特惠\" \u4e2d\n","sig":"【店】","src":"13800000000"}"#;
+        let mut f = JsonFields::parse(line).expect("valid line");
+        let text = str_of(&mut f, "text");
+        assert_eq!(text, "双11 \"特惠\" 中\n");
+        assert!(matches!(text, Cow::Owned(_)), "an escaped string is unescaped into a copy");
+        for (name, want) in [("sig", "【店】"), ("src", "13800000000")] {
+            let v = str_of(&mut f, name);
+            assert_eq!(v, want);
+            assert!(matches!(v, Cow::Borrowed(_)), "`{name}` has no escape: borrowed from the line");
+        }
+        let empty = JsonFields::parse(r#"{"id":""}"#).expect("valid line").get("id").expect("a value");
+        assert!(matches!(empty, Some((Val::Str(Cow::Borrowed("")), Some(6)))));
+    }
+
+    #[test]
+    fn a_raw_control_character_in_a_string_is_malformed() {
+        let bad = JsonFields::parse("{\"ts\":1,\"text\":\"a\tb\"}")
+            .err()
+            .expect("a tab must be escaped in JSON");
+        assert_eq!(bad.reason, RejectReason::Malformed);
+        assert!(bad.detail.contains("control character"), "{}", bad.detail);
+        assert!(bad.col.is_some());
     }
 }

@@ -6,11 +6,35 @@
 //! reads files in order; the daemon joins within what it has consumed, so a report that
 //! arrives before its message (or after [`Pack::dlr_join_ms`]) stays without a port.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use anning_rules::{AddrClass, Pack, RecordKind};
 
 use crate::record::{Enricher, Record, Slot};
+
+/// Maps keyed by text (ports): hashbrown's default hasher (foldhash), not std's SipHash, which
+/// cost more than the lookups' cache misses on the joining thread. Serialised as any map.
+type TextMap<V> = hashbrown::HashMap<Box<str>, V>;
+
+/// A message id's xxh3 as its own hash: hashing it again only costs.
+#[derive(Default, Clone, Copy)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys use this hasher (`write_u64`); anything else is still spread.
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 /// A destination kept compactly: digits of up to 19 characters with no leading zero as a
 /// number, anything else as text.
@@ -46,12 +70,12 @@ pub struct Joiner {
     keep_ms: i64,
     /// xxh3(message id) → (port, destination) of recent port messages: the port as an index
     /// into `ports`, the destination as its digits' value (so a message costs no allocation).
-    messages: HashMap<u64, (u32, Dst)>,
+    messages: hashbrown::HashMap<u64, (u32, Dst), BuildHasherDefault<Prehashed>>,
     ports: Vec<Box<str>>,
-    port_ids: HashMap<Box<str>, u32>,
+    port_ids: TextMap<u32>,
     order: VecDeque<(i64, u64)>,
     /// Port → the signature it last sent.
-    port_sigs: HashMap<Box<str>, Box<str>>,
+    port_sigs: TextMap<Box<str>>,
 }
 
 impl Joiner {

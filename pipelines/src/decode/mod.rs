@@ -140,6 +140,30 @@ pub const FIELD_NAMES: [&str; 17] = [
     "ts", "type", "id", "src", "dst", "sig", "text", "tpl", "sp", "gw", "cell", "imei", "ref", "status", "err", "answered", "dur",
 ];
 
+/// A field's place in [`FIELD_NAMES`] (a compiled match, not a search).
+pub fn field_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "ts" => 0,
+        "type" => 1,
+        "id" => 2,
+        "src" => 3,
+        "dst" => 4,
+        "sig" => 5,
+        "text" => 6,
+        "tpl" => 7,
+        "sp" => 8,
+        "gw" => 9,
+        "cell" => 10,
+        "imei" => 11,
+        "ref" => 12,
+        "status" => 13,
+        "err" => 14,
+        "answered" => 15,
+        "dur" => 16,
+        _ => return None,
+    })
+}
+
 /// Shows a value in a message, masking it when it is (or may be) a subscriber number.
 fn shown(field: &str, v: &str) -> String {
     let short: String = v.chars().take(40).collect();

@@ -200,6 +200,13 @@ impl Engine {
             };
             if r.1 != 0 {
                 fetch(ds, r.0);
+                // The key's text too, compared with the entry's when the record comes up:
+                // it lives in the record's own buffer, allocated by another thread.
+                for &f in &pack.dims[d].parts {
+                    if let Some(at) = rec.field_addr(f) {
+                        prefetch(at);
+                    }
+                }
             }
             routes.push(r);
         }

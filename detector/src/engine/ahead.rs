@@ -47,7 +47,7 @@ pub struct Routes {
     /// The hash of the pack they were made for: an engine running another pack routes the
     /// record itself.
     pack: u64,
-    dims: SmallVec<[(u64, u64); 8]>,
+    pub(super) dims: SmallVec<[(u64, u64); 8]>,
 }
 
 /// Routes records once for every shard of engines running one pack.
@@ -167,16 +167,42 @@ impl Engine {
                 let (rec, _, routes) = get(next);
                 self.route_ahead(rec, routes);
             }
-            let (rec, wm, _) = get(item);
-            self.process_with(&pack, rec, wm, &mut actions);
+            let (rec, wm, routes) = get(item);
+            let made = self.made(routes);
+            self.process_with(&pack, rec, wm, made, &mut actions);
             then(i, &mut actions);
         }
         self.ahead.clear();
     }
 
-    /// Routes `rec` now (or takes this shard's share of `made`) and fetches its keys'
-    /// buckets; [`process`](Self::process) takes the routes when `rec` comes up.
+    /// `made` if it was made for this engine's pack, so can be used as it is.
+    pub(super) fn made<'r>(&self, made: Option<&'r Routes>) -> Option<&'r Routes> {
+        made.filter(|m| m.pack == self.pack.hash && m.dims.len() == self.dims.len())
+    }
+
+    /// Fetches the buckets of `rec`'s keys that this shard owns, and their text in the
+    /// record. Without usable routes `made`, routes `rec` first and keeps the routes for
+    /// [`process`](Self::process) to take when `rec` comes up; with them, keeps nothing
+    /// (the routes are read again from `made` then).
     fn route_ahead(&mut self, rec: &Record, made: Option<&Routes>) {
+        if let Some(m) = self.made(made) {
+            let Engine {
+                pack,
+                dims,
+                shard,
+                shards,
+                only,
+                only_d,
+                ..
+            } = self;
+            for (d, (ds, &(hash, wanted))) in dims.iter_mut().zip(&m.dims).enumerate() {
+                if wanted != 0 && (only.is_none() || d == *only_d) && shard_of(hash, *shards) == *shard {
+                    fetch(ds, hash);
+                    prefetch_key(pack, d, rec);
+                }
+            }
+            return;
+        }
         let Engine {
             pack,
             dims,
@@ -187,26 +213,13 @@ impl Engine {
             ahead,
             ..
         } = self;
-        let made = made.filter(|m| m.pack == pack.hash && m.dims.len() == dims.len());
         let mut routes = SmallVec::with_capacity(dims.len());
         for (d, ds) in dims.iter_mut().enumerate() {
             let mine = only.is_none() || d == *only_d;
-            let r = match made {
-                Some(m) => match m.dims[d] {
-                    (hash, wanted) if mine && wanted != 0 && shard_of(hash, *shards) == *shard => (hash, wanted),
-                    _ => (0, 0),
-                },
-                None => mine.then(|| route(pack, ds, d, *shard, *shards, rec)).flatten().unwrap_or((0, 0)),
-            };
+            let r = mine.then(|| route(pack, ds, d, *shard, *shards, rec)).flatten().unwrap_or((0, 0));
             if r.1 != 0 {
                 fetch(ds, r.0);
-                // The key's text too, compared with the entry's when the record comes up:
-                // it lives in the record's own buffer, allocated by another thread.
-                for &f in &pack.dims[d].parts {
-                    if let Some(at) = rec.field_addr(f) {
-                        prefetch(at);
-                    }
-                }
+                prefetch_key(pack, d, rec);
             }
             routes.push(r);
         }
@@ -225,6 +238,16 @@ impl Engine {
         } else {
             self.ahead.clear();
             None
+        }
+    }
+}
+
+/// The text of `rec`'s key under dim `d`, which the lookup compares with the entry's: it
+/// lives in the record's own buffer, allocated by another thread.
+fn prefetch_key(pack: &Pack, d: usize, rec: &Record) {
+    for &f in &pack.dims[d].parts {
+        if let Some(at) = rec.field_addr(f) {
+            prefetch(at);
         }
     }
 }

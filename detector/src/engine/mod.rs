@@ -382,20 +382,24 @@ impl Engine {
     /// actions it causes to `out`.
     pub fn process(&mut self, rec: &Record, wm: i64, out: &mut Vec<Action>) {
         let pack = Arc::clone(&self.pack);
-        self.process_with(&pack, rec, wm, out);
+        self.process_with(&pack, rec, wm, None, out);
     }
 
     /// [`process`](Self::process) with the engine's pack held by the caller: an `Arc` clone
     /// per record cost two atomic operations on a counter every shard shares.
-    fn process_with(&mut self, pack: &Pack, rec: &Record, wm: i64, out: &mut Vec<Action>) {
-        let routed = self.take_routed(rec);
+    /// Runs `rec` through the dims whose keys this shard owns: found in `made` (routes made
+    /// for this pack, [`Engine::made`]), else in the routes kept when it was routed ahead,
+    /// else routed now.
+    fn process_with(&mut self, pack: &Pack, rec: &Record, wm: i64, made: Option<&Routes>, out: &mut Vec<Action>) {
+        let routed = if made.is_none() { self.take_routed(rec) } else { None };
         for d in 0..self.dims.len() {
             if self.only.is_some() && d != self.only_d {
                 continue;
             }
-            let key = match &routed {
-                Some(r) => Some(r.routes[d]).filter(|&(_, wanted)| wanted != 0),
-                None => route(pack, &self.dims[d], d, self.shard, self.shards, rec),
+            let key = match (made, &routed) {
+                (Some(m), _) => Some(m.dims[d]).filter(|&(hash, wanted)| wanted != 0 && shard_of(hash, self.shards) == self.shard),
+                (None, Some(r)) => Some(r.routes[d]).filter(|&(_, wanted)| wanted != 0),
+                (None, None) => route(pack, &self.dims[d], d, self.shard, self.shards, rec),
             };
             if let Some((hash, wanted)) = key {
                 self.process_dim(pack, d, rec, wm, hash, wanted, out);

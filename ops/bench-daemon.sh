@@ -30,8 +30,8 @@ bin="$target/release/anning"
 bench="$target/release/anning-bench"
 tag="$(date +%s)"
 
-metric() { # sum of a metric family on the daemon's admin port
-    curl -s "http://127.0.0.1:9897/metrics" | awk -v m="$1" '$1 ~ "^"m"({|$)" { s += $2 } END { printf "%.0f", s }'
+metric() { # sum of a metric family on the daemon's admin port (0 until it listens)
+    { curl -s "http://127.0.0.1:9897/metrics" || true; } | awk -v m="$1" '$1 ~ "^"m"({|$)" { s += $2 } END { printf "%.0f", s }'
 }
 
 "$bin" gen double11 --records "$n" --seed 1 --out "$run/d.jsonl" --registry "$run/ports.csv" -q

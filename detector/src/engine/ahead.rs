@@ -185,24 +185,7 @@ impl Engine {
     /// [`process`](Self::process) to take when `rec` comes up; with them, keeps nothing
     /// (the routes are read again from `made` then).
     fn route_ahead(&mut self, rec: &Record, made: Option<&Routes>) {
-        if let Some(m) = self.made(made) {
-            let Engine {
-                pack,
-                dims,
-                shard,
-                shards,
-                only,
-                only_d,
-                ..
-            } = self;
-            for (d, (ds, &(hash, wanted))) in dims.iter_mut().zip(&m.dims).enumerate() {
-                if wanted != 0 && (only.is_none() || d == *only_d) && shard_of(hash, *shards) == *shard {
-                    fetch(ds, hash);
-                    prefetch_key(pack, d, rec);
-                }
-            }
-            return;
-        }
+        let made = self.made(made);
         let Engine {
             pack,
             dims,
@@ -213,10 +196,22 @@ impl Engine {
             ahead,
             ..
         } = self;
+        let mine = |d: usize| only.is_none() || d == *only_d;
+        if let Some(m) = made {
+            for (d, (ds, &(hash, wanted))) in dims.iter_mut().zip(&m.dims).enumerate() {
+                if wanted != 0 && mine(d) && shard_of(hash, *shards) == *shard {
+                    fetch(ds, hash);
+                    prefetch_key(pack, d, rec);
+                }
+            }
+            return;
+        }
         let mut routes = SmallVec::with_capacity(dims.len());
         for (d, ds) in dims.iter_mut().enumerate() {
-            let mine = only.is_none() || d == *only_d;
-            let r = mine.then(|| route(pack, ds, d, *shard, *shards, rec)).flatten().unwrap_or((0, 0));
+            let r = mine(d)
+                .then(|| route(pack, ds, d, *shard, *shards, rec))
+                .flatten()
+                .unwrap_or((0, 0));
             if r.1 != 0 {
                 fetch(ds, r.0);
                 prefetch_key(pack, d, rec);

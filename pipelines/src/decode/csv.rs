@@ -3,25 +3,18 @@
 
 use std::borrow::Cow;
 
-use super::{Bad, FIELD_NAMES, Fields, Val};
+use super::{Bad, FIELD_NAMES, Fields, Val, field_index};
 
-/// Column positions of the contract's fields in one CSV file.
+/// Column positions of the contract's fields in one CSV file, at each field's place in
+/// [`FIELD_NAMES`].
 #[derive(Debug, Clone)]
 pub struct CsvColumns {
-    cols: Vec<(&'static str, usize)>,
+    cols: [Option<usize>; FIELD_NAMES.len()],
 }
 
 impl CsvColumns {
     pub fn from_header(header: &csv::StringRecord) -> Self {
-        let cols = FIELD_NAMES
-            .iter()
-            .filter_map(|&n| {
-                header
-                    .iter()
-                    .position(|h| h.trim().trim_start_matches('\u{feff}') == n)
-                    .map(|i| (n, i))
-            })
-            .collect();
+        let cols = FIELD_NAMES.map(|n| header.iter().position(|h| h.trim().trim_start_matches('\u{feff}') == n));
         CsvColumns { cols }
     }
 }
@@ -34,7 +27,7 @@ pub struct CsvFields<'a> {
 
 impl<'a> Fields<'a> for CsvFields<'a> {
     fn get(&mut self, name: &'static str) -> Result<Option<(Val<'a>, Option<u64>)>, Bad> {
-        let Some(&(_, i)) = self.columns.cols.iter().find(|(n, _)| *n == name) else {
+        let Some(i) = field_index(name).and_then(|f| self.columns.cols[f]) else {
             return Ok(None);
         };
         match self.row.get(i) {

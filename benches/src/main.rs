@@ -257,18 +257,14 @@ fn sliding(n: u64, keys: u64, hours: u64) -> Result<()> {
 struct Stamped<'a> {
     en: Enricher<'a>,
     records: Vec<(Record, i64)>,
-    joiner: anning_detector::Joiner,
-    wm: anning_detector::Watermark,
+    stamper: anning_detector::Stamper,
 }
 
 impl anning_pipelines::source::Sink for Stamped<'_> {
     fn record(&mut self, r: Record, _line: u64) {
-        // The same order of joins and watermark as replay's router (runtime.rs).
-        let r = self.joiner.apply(r, self.en);
-        if let anning_detector::Verdict::Process { ts, wm } = self.wm.observe(r.ts) {
-            let mut r = r;
-            r.ts = ts;
-            self.records.push((r, wm));
+        // Joined and stamped as replay's router does (runtime.rs).
+        if let anning_detector::Stamped::Process { rec, wm, .. } = self.stamper.stamp(r, self.en) {
+            self.records.push((rec, wm));
         }
     }
     fn reject(&mut self, _r: anning_pipelines::decode::Reject) {}
@@ -281,8 +277,7 @@ fn engine(file: &str, registry: &str, rounds: usize, shards: usize) -> Result<()
     let mut stamped = Stamped {
         en,
         records: Vec::new(),
-        joiner: anning_detector::Joiner::new(&pack),
-        wm: anning_detector::Watermark::new(pack.lateness_ms, pack.late_policy),
+        stamper: anning_detector::Stamper::new(&pack),
     };
     let input = anning_pipelines::source::Input::parse(file)?;
     anning_pipelines::source::read(&input, en, &mut stamped)?;

@@ -22,6 +22,7 @@ pub mod mask;
 pub mod near_limit;
 pub mod record;
 pub mod registry;
+pub mod stamp;
 pub mod watermark;
 pub mod window;
 
@@ -30,4 +31,5 @@ pub use engine::{Allowed, Engine, EngineStats, Reloaded};
 pub use join::Joiner;
 pub use record::{Enricher, Record, RecordBuilder, Slot};
 pub use registry::Registry;
+pub use stamp::{Stamped, Stamper};
 pub use watermark::{Verdict, Watermark};

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread;
 
 use anning_detector::engine::{Keyer, Routes};
-use anning_detector::{Action, Engine, EngineStats, Enricher, Joiner, Record, Registry, Verdict, Watermark};
+use anning_detector::{Action, Engine, EngineStats, Enricher, Record, Registry, Stamped, Stamper};
 use anning_rules::Pack;
 use crossbeam_channel::{Sender, bounded};
 
@@ -80,9 +80,9 @@ impl Progress for () {}
 
 struct Router<'a, R: RejectSink, P: Progress> {
     en: Enricher<'a>,
-    /// Delivery reports to their messages, replies to their port's signature (input order).
-    joiner: Joiner,
-    wm: Watermark,
+    /// Delivery reports to their messages, replies to their port's signature (input
+    /// order), then the watermark.
+    stamper: Stamper,
     keyer: Keyer,
     /// Name of the input being read, for rejects raised here.
     input: String,
@@ -125,20 +125,18 @@ impl<R: RejectSink, P: Progress> Router<'_, R, P> {
 impl<R: RejectSink, P: Progress> source::Sink for Router<'_, R, P> {
     fn record(&mut self, r: Record, line: u64) {
         self.counts.by_type[r.kind as usize] += 1;
-        let mut r = self.joiner.apply(r, self.en);
-        match self.wm.observe(r.ts) {
-            Verdict::Process { ts, wm } => {
-                if ts != r.ts {
+        match self.stamper.stamp(r, self.en) {
+            Stamped::Process { rec, wm, clamped } => {
+                if clamped {
                     self.counts.late_admitted += 1;
-                    r.ts = ts;
                 }
-                let routes = self.keyer.routes(&r);
-                self.batch.push((r, wm, routes));
+                let routes = self.keyer.routes(&rec);
+                self.batch.push((rec, wm, routes));
                 if self.batch.len() >= BATCH {
                     self.flush();
                 }
             }
-            Verdict::Late { behind } => {
+            Stamped::Late { rec: r, behind } => {
                 let reject = Reject {
                     source: self.input.clone(),
                     line,
@@ -202,8 +200,7 @@ pub fn run(
     let en = Enricher::new(&pack, registry);
     let mut router = Router {
         en,
-        joiner: Joiner::new(&pack),
-        wm: Watermark::new(pack.lateness_ms, pack.late_policy),
+        stamper: Stamper::new(&pack),
         keyer: Keyer::new(Arc::clone(&pack)),
         input: String::new(),
         batch: Vec::with_capacity(BATCH),
@@ -250,8 +247,7 @@ pub fn parse_inputs(args: &[String]) -> Result<Vec<Input>, SourceError> {
 /// shard gives the same actions as any thread count.
 pub struct Serial<'a> {
     en: Enricher<'a>,
-    joiner: Joiner,
-    wm: Watermark,
+    stamper: Stamper,
     engines: Vec<Engine>,
     /// Actions per pack, in the order produced.
     pub actions: Vec<Vec<Action>>,
@@ -268,8 +264,7 @@ impl<'a> Serial<'a> {
         let first = &packs[0];
         Serial {
             en,
-            joiner: Joiner::new(first),
-            wm: Watermark::new(first.lateness_ms, first.late_policy),
+            stamper: Stamper::new(first),
             engines: packs.iter().map(|p| Engine::new(Arc::clone(p), 0, 1)).collect(),
             actions: vec![Vec::new(); packs.len()],
             records: 0,
@@ -280,19 +275,17 @@ impl<'a> Serial<'a> {
 
     pub fn push(&mut self, r: Record) {
         self.records += 1;
-        let mut r = self.joiner.apply(r, self.en);
-        match self.wm.observe(r.ts) {
-            Verdict::Process { ts, wm } => {
-                if ts != r.ts {
+        match self.stamper.stamp(r, self.en) {
+            Stamped::Process { rec, wm, clamped } => {
+                if clamped {
                     self.late += 1;
-                    r.ts = ts;
                 }
                 for (e, out) in self.engines.iter_mut().zip(self.actions.iter_mut()) {
-                    e.process(&r, wm, out);
+                    e.process(&rec, wm, out);
                     e.take_allowed();
                 }
             }
-            Verdict::Late { .. } => self.late += 1,
+            Stamped::Late { .. } => self.late += 1,
         }
     }
 }

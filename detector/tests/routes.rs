@@ -110,10 +110,27 @@ fn routes_made_once_give_what_each_shard_finds_routing_alone() {
             );
         }
     }
+    // The scale-out router's keys: the record's fields joined by `+`, hashed as the shards
+    // hash them.
+    for (r, _) in records.iter().take(2_000) {
+        for (d, key, hash) in keyer.keys(r) {
+            let dim = &pack.dims[d];
+            let parts: Vec<&str> = dim
+                .parts
+                .iter()
+                .map(|f| r.field(*f).expect("a keyed record has every part"))
+                .collect();
+            assert_eq!(key, parts.join("+"), "{}", dim.name());
+            assert_eq!(
+                hash,
+                anning_detector::engine::key_hash(anning_detector::engine::dim_seed(dim), &[&key])
+            );
+        }
+    }
     // Keys under every dim a rule keys by but `dst` (whose rule wants OTP ports of a registry).
     let dims: std::collections::BTreeSet<String> = records
         .iter()
-        .flat_map(|(r, _)| Engine::keys_of(&pack, r))
+        .flat_map(|(r, _)| keyer.keys(r))
         .map(|(d, _, _)| pack.dims[d].name())
         .collect();
     assert_eq!(

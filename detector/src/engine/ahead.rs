@@ -24,7 +24,7 @@ use anning_rules::Pack;
 use hashbrown::HashTable;
 use smallvec::SmallVec;
 
-use super::{DimState, Engine, Entry, dim_rules, dim_seed, route, route_by, shard_of};
+use super::{DimState, Engine, Entry, dim_rules, dim_seed, push_key, route, route_by, shard_of};
 use crate::action::Action;
 use crate::record::Record;
 
@@ -83,6 +83,23 @@ impl Keyer {
             pack: self.pack.hash,
             dims,
         }
+    }
+}
+
+impl Keyer {
+    /// The dims `rec` is keyed under by rules that want it: (dim index, key with its parts
+    /// joined by `+`, key hash), as its routes have them. What the scale-out router re-keys
+    /// by.
+    pub fn keys(&self, rec: &Record) -> Vec<(usize, String, u64)> {
+        self.dims
+            .iter()
+            .enumerate()
+            .filter_map(|(d, (rules, seed))| {
+                let (hash, _) = route_by(&self.pack, rules, *seed, d, 0, 1, rec)?;
+                let mut key = String::new();
+                push_key(&self.pack.dims[d], rec, &mut key).then_some((d, key, hash))
+            })
+            .collect()
     }
 }
 

@@ -350,24 +350,6 @@ impl Engine {
         self
     }
 
-    /// The dimensions a record is keyed under by rules that look at it: (dim index, key,
-    /// key hash), the key's parts joined by `+`. What the scale-out router re-keys by.
-    pub fn keys_of(pack: &Pack, rec: &Record) -> Vec<(usize, String, u64)> {
-        let mut out = Vec::new();
-        for (d, dim) in pack.dims.iter().enumerate() {
-            if !pack.rules.iter().any(|r| r.dim == d && wants(r, rec)) {
-                continue;
-            }
-            let mut joined = String::new();
-            if !push_key(dim, rec, &mut joined) {
-                continue;
-            }
-            let hash = key_hash(dim_seed(dim), &[&joined]);
-            out.push((d, joined, hash));
-        }
-        out
-    }
-
     pub fn pack(&self) -> &Pack {
         &self.pack
     }

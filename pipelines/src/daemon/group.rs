@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anning_detector::engine::shard_of;
+use anning_detector::engine::{Keyer, shard_of};
 use anning_detector::watermark::Partitioned;
 use anning_detector::{Action, Engine, Enricher, Joiner, Record, RecordBuilder, Registry, Verdict};
 use anning_rules::Pack;
@@ -436,6 +436,8 @@ pub fn run(
     let mut audit = super::open_audit(cfg, &pack)?;
     let mut audit_flushed = Instant::now();
     let mut pack = pack;
+    // Which dims a record is re-keyed under, for the pack of the batch.
+    let mut keyer = Keyer::new(Arc::clone(&pack));
     while !stop.load(Ordering::Relaxed) {
         // Reloads: every task's engine takes the new pack between batches.
         let asked: Vec<super::ReloadRequest> = reload.requests.try_iter().collect();
@@ -457,6 +459,9 @@ pub fn run(
             &mut audited,
         );
         let en = Enricher::new(&pack, registry);
+        if !Arc::ptr_eq(keyer.pack(), &pack) {
+            keyer = Keyer::new(Arc::clone(&pack));
+        }
 
         // 1. Gather.
         let mut got: Vec<Got> = Vec::new();
@@ -539,7 +544,7 @@ pub fn run(
                         }
                         it.next = g.offset + 1;
                         it.last_fed = Instant::now();
-                        route(ctx, &pack, en, &mut builder, it, p, &g, below, q, &metrics, &mut outs);
+                        route(ctx, &keyer, en, &mut builder, it, p, &g, below, q, &metrics, &mut outs);
                     }
                     (TaskId::Dim(_, _), Task::Dim(dt)) => {
                         if g.offset < dt.next {
@@ -724,7 +729,7 @@ pub fn run(
 #[allow(clippy::too_many_arguments)]
 fn route(
     ctx: &Ctx,
-    pack: &Pack,
+    keyer: &Keyer,
     en: Enricher<'_>,
     builder: &mut RecordBuilder,
     it: &mut InputTask,
@@ -750,7 +755,7 @@ fn route(
                     }
                     let r = it.wm.max_of(p).unwrap_or(ts);
                     let json = rec.to_json().into_bytes();
-                    for (d, key, hash) in Engine::keys_of(pack, &rec) {
+                    for (d, key, hash) in keyer.keys(&rec) {
                         let part = shard_of(hash, q as u64) as i32;
                         outs.push(Out {
                             topic: Topic::Named(ctx.names.dims[d].1.clone().into(), Some(part)),

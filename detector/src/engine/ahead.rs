@@ -24,7 +24,7 @@ use anning_rules::Pack;
 use hashbrown::HashTable;
 use smallvec::SmallVec;
 
-use super::{DimState, Engine, Entry, dim_rules, dim_seed, push_key, route, route_by, shard_of};
+use super::{DimState, Engine, Entry, dim_rules, dim_seed, owned, push_key, route, route_by};
 use crate::action::Action;
 use crate::record::Record;
 
@@ -84,18 +84,17 @@ impl Keyer {
             dims,
         }
     }
-}
 
-impl Keyer {
     /// The dims `rec` is keyed under by rules that want it: (dim index, key with its parts
-    /// joined by `+`, key hash), as its routes have them. What the scale-out router re-keys
-    /// by.
+    /// joined by `+`, key hash), read off its [`routes`](Self::routes). What the scale-out
+    /// router re-keys by.
     pub fn keys(&self, rec: &Record) -> Vec<(usize, String, u64)> {
-        self.dims
+        self.routes(rec)
+            .dims
             .iter()
             .enumerate()
-            .filter_map(|(d, (rules, seed))| {
-                let (hash, _) = route_by(&self.pack, rules, *seed, d, 0, 1, rec)?;
+            .filter(|(_, (_, wanted))| *wanted != 0)
+            .filter_map(|(d, &(hash, _))| {
                 let mut key = String::new();
                 push_key(&self.pack.dims[d], rec, &mut key).then_some((d, key, hash))
             })
@@ -215,8 +214,8 @@ impl Engine {
         } = self;
         let mine = |d: usize| only.is_none() || d == *only_d;
         if let Some(m) = made {
-            for (d, (ds, &(hash, wanted))) in dims.iter_mut().zip(&m.dims).enumerate() {
-                if wanted != 0 && mine(d) && shard_of(hash, *shards) == *shard {
+            for (d, (ds, &r)) in dims.iter_mut().zip(&m.dims).enumerate() {
+                if let Some((hash, _)) = owned(r, *shard, *shards).filter(|_| mine(d)) {
                     fetch(ds, hash);
                     prefetch_key(pack, d, rec);
                 }

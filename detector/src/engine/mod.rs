@@ -231,6 +231,12 @@ fn key_part(rec: &Record, f: Field) -> Option<&str> {
     rec.field(f).filter(|v| !v.is_empty())
 }
 
+/// A route (key hash, rules that want the record) if it wants anything and shard `shard` of
+/// `shards` owns its key.
+fn owned((hash, wanted): (u64, u64), shard: u64, shards: u64) -> Option<(u64, u64)> {
+    (wanted != 0 && shard_of(hash, shards) == shard).then_some((hash, wanted))
+}
+
 /// The shard (of `shards`) that owns a key hash.
 pub fn shard_of(hash: u64, shards: u64) -> u64 {
     // Mix first so the shard does not fix the low bits the hash table buckets by.
@@ -294,8 +300,7 @@ fn route_by(pack: &Pack, rules: &[usize], seed: u64, d: usize, shard: u64, shard
     if wanted == 0 {
         return None;
     }
-    let hash = key_hash_of(&pack.dims[d], seed, rec)?;
-    (shard_of(hash, shards) == shard).then_some((hash, wanted))
+    owned((key_hash_of(&pack.dims[d], seed, rec)?, wanted), shard, shards)
 }
 
 /// A subscriber number as a number, for closeness of destinations.
@@ -367,11 +372,10 @@ impl Engine {
         self.process_with(&pack, rec, wm, None, out);
     }
 
-    /// [`process`](Self::process) with the engine's pack held by the caller: an `Arc` clone
-    /// per record cost two atomic operations on a counter every shard shares.
-    /// Runs `rec` through the dims whose keys this shard owns: found in `made` (routes made
-    /// for this pack, [`Engine::made`]), else in the routes kept when it was routed ahead,
-    /// else routed now.
+    /// [`process`](Self::process) with the engine's pack held by the caller (an `Arc` clone
+    /// per record cost two atomic operations on a counter every shard shares). The keys
+    /// this shard owns come from `made` (routes made for this pack, [`Engine::made`]), else
+    /// from the routes kept when `rec` was routed ahead, else from routing it now.
     fn process_with(&mut self, pack: &Pack, rec: &Record, wm: i64, made: Option<&Routes>, out: &mut Vec<Action>) {
         let routed = if made.is_none() { self.take_routed(rec) } else { None };
         for d in 0..self.dims.len() {
@@ -379,7 +383,7 @@ impl Engine {
                 continue;
             }
             let key = match (made, &routed) {
-                (Some(m), _) => Some(m.dims[d]).filter(|&(hash, wanted)| wanted != 0 && shard_of(hash, self.shards) == self.shard),
+                (Some(m), _) => owned(m.dims[d], self.shard, self.shards),
                 (None, Some(r)) => Some(r.routes[d]).filter(|&(_, wanted)| wanted != 0),
                 (None, None) => route(pack, &self.dims[d], d, self.shard, self.shards, rec),
             };

@@ -37,8 +37,7 @@ fn replay_output_is_byte_identical_for_1_2_and_4_threads() {
 #[test]
 fn replay_reads_stdin_and_keeps_rejects() {
     use std::io::Write;
-    let dir = std::env::temp_dir().join(format!("anning-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::util::scratch("cli");
     let rejects = dir.join("rejects.jsonl");
     let mut child = anning()
         .args(["replay", "-", "--rejects", rejects.to_str().unwrap(), "--quiet"])
@@ -64,8 +63,7 @@ fn replay_reads_stdin_and_keeps_rejects() {
 
 #[test]
 fn rules_check_prints_file_line_col_and_fails() {
-    let dir = std::env::temp_dir().join(format!("anning-rc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::util::scratch("rc");
     let pack = dir.join("bad.toml");
     std::fs::write(&pack, "[[rule]]\nid = \"x\"\nkind = \"rate\"\ndim = \"src\"\nwindow = \"1h\"\nslide = \"1m\"\nthreshold = 0\nladder = [{ action = \"alert\", for = \"1h\" }]\n").unwrap();
     let o = anning().args(["rules", "check", pack.to_str().unwrap()]).output().unwrap();

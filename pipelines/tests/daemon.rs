@@ -46,9 +46,8 @@ fn broker_pid(port: u16) -> i32 {
 }
 
 pub(crate) fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("anning-daemon-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| crate::util::scratch("daemon")).join(name)
 }
 
 pub(crate) fn anning() -> Command {

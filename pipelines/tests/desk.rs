@@ -11,10 +11,7 @@ const DODGER_TS: i64 = 1_794_306_910_659;
 const DODGER_UNTIL: i64 = 1_794_314_110_659;
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("anning-desk-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    crate::util::scratch(&format!("desk-{name}"))
 }
 
 fn run(args: &[&str]) -> Output {

@@ -6,8 +6,7 @@ use crate::util::{actions_jsonl, replay};
 
 #[test]
 fn same_actions_for_every_thread_count() {
-    let dir = std::env::temp_dir().join(format!("anning-det-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::util::scratch("det");
     let path = dir.join("mixed.jsonl");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     let mut mix = anning_fixtures::Mix::new(150_000, 7);

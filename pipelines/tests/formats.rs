@@ -74,9 +74,8 @@ fn write_parquet(path: &Path, rows: &[serde_json::Value]) {
 }
 
 fn tmp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("anning-fmt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| crate::util::scratch("fmt")).join(name)
 }
 
 #[test]

@@ -12,9 +12,7 @@ fn default_pack() -> PathBuf {
 }
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("anning-rules-test-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    crate::util::scratch(&format!("rules-test-{name}"))
 }
 
 #[test]

@@ -7,9 +7,7 @@ use std::process::Command;
 use anning_pipelines::score::{self, ActionRow};
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("anning-score-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    crate::util::scratch(&format!("score-{name}"))
 }
 
 fn write(path: &Path, lines: &[&str]) {
@@ -148,7 +146,7 @@ fn anning(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn gen_replay_score_through_the_binary_in_jsonl_and_parquet() {
+fn gen_replay_score_through_the_binary_in_jsonl_csv_and_parquet() {
     let d = dir("e2e");
     let p = |n: &str| d.join(n).to_str().unwrap().to_string();
     let base = [
@@ -168,6 +166,20 @@ fn gen_replay_score_through_the_binary_in_jsonl_and_parquet() {
     assert!(stderr.contains("250000 records"), "{stderr}");
     anning(&[&base[..], &["--out", &p("day.parquet")]].concat());
     anning(&[&base[..], &["--out", &p("day2.parquet")]].concat());
+    anning(&[&base[..], &["--out", &p("day.csv")]].concat());
+    let csv = std::fs::read_to_string(p("day.csv")).unwrap();
+    assert!(
+        csv.starts_with("ts,type,id,src,dst,sig,text,") && csv.lines().count() == 250_001,
+        "CSV by extension: a header and one row per record"
+    );
+    // An extension that names no format is refused, not written as JSON Lines.
+    let o = Command::new(env!("CARGO_BIN_EXE_anning"))
+        .args([&base[..], &["--out", &p("day.txt")]].concat())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot tell the format"), "{o:?}");
+    assert!(!Path::new(&p("day.txt")).exists());
     assert!(
         std::fs::read(p("day.parquet")).unwrap() == std::fs::read(p("day2.parquet")).unwrap(),
         "Parquet: same seed, same bytes"
@@ -213,6 +225,19 @@ fn gen_replay_score_through_the_binary_in_jsonl_and_parquet() {
     assert!(
         a == std::fs::read_to_string(p("b.jsonl")).unwrap(),
         "JSONL and Parquet give the same actions"
+    );
+    anning(&[
+        "replay",
+        &p("day.csv"),
+        "--registry",
+        &p("reg.csv"),
+        "--out",
+        &p("c.jsonl"),
+        "--quiet",
+    ]);
+    assert!(
+        a == std::fs::read_to_string(p("c.jsonl")).unwrap(),
+        "JSONL and CSV give the same actions"
     );
 
     let o = anning(&["score", "--truth", &p("truth.jsonl"), "--actions", &p("a.jsonl"), "--json"]);

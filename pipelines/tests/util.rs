@@ -59,3 +59,13 @@ pub fn assert_text_eq(what: &str, want: &str, got: &str) {
         g.len()
     );
 }
+
+/// A fresh directory for one test's files, under Cargo's scratch space for integration
+/// tests (`target/tmp`), not the system's `/tmp`: `cargo clean` removes what runs leave,
+/// and a failed run's files stay there to look at. Emptied first, so a rerun starts clean.
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("anning-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -20,8 +20,7 @@ struct Day {
 
 impl Day {
     fn new(name: &str) -> Day {
-        let dir = std::env::temp_dir().join(format!("anning-wb-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::util::scratch(&format!("wb-{name}"));
         let d = Day { dir };
         anning(&[
             "gen",

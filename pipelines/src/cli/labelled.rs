@@ -64,10 +64,23 @@ pub(super) fn r#gen(args: GenArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let format = args.format.unwrap_or(match &args.out {
-        Some(p) if p.extension().is_some_and(|e| e == "parquet") => GenFormat::Parquet,
-        _ => GenFormat::Jsonl,
-    });
+    let format = match (args.format, &args.out) {
+        (Some(f), _) => f,
+        (None, None) => GenFormat::Jsonl,
+        (None, Some(p)) => match p.extension().and_then(|e| e.to_str()) {
+            None => GenFormat::Jsonl,
+            Some("jsonl" | "ndjson" | "json") => GenFormat::Jsonl,
+            Some("csv") => GenFormat::Csv,
+            Some("parquet") => GenFormat::Parquet,
+            Some(other) => {
+                eprintln!(
+                    "anning gen: cannot tell the format of {} from `.{other}`: name it .jsonl, .csv or .parquet, or pass --format",
+                    p.display()
+                );
+                return Ok(ExitCode::from(2));
+            }
+        },
+    };
     let create = |p: &Path| File::create(p).with_context(|| format!("cannot create {}", p.display()));
     if let Some(p) = &args.truth {
         plan.write_truth(&mut BufWriter::new(create(p)?))
@@ -104,6 +117,11 @@ pub(super) fn r#gen(args: GenArgs) -> Result<ExitCode> {
             let mut sink = crate::synth_out::ParquetSink::create(create(p)?)?;
             write(&mut sink).with_context(|| format!("cannot write {}", p.display()))?
         }
+        (GenFormat::Csv, Some(p)) => {
+            let mut sink = crate::synth_out::CsvSink::new(BufWriter::new(create(p)?))?;
+            write(&mut sink).with_context(|| format!("cannot write {}", p.display()))?
+        }
+        (GenFormat::Csv, None) => write(&mut crate::synth_out::CsvSink::new(std::io::stdout().lock())?)?,
         (GenFormat::Jsonl, Some(p)) => write(&mut JsonlSink::new(create(p)?)).with_context(|| format!("cannot write {}", p.display()))?,
         (GenFormat::Jsonl, None) => write(&mut JsonlSink::new(std::io::stdout().lock()))?,
     };

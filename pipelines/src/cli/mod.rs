@@ -182,7 +182,8 @@ pub struct GenArgs {
     pub records: Option<u64>,
     #[arg(long, value_name = "S", default_value_t = 1)]
     pub seed: u64,
-    /// Where to write records: .jsonl or .parquet (by extension, or --format). Default: stdout.
+    /// Where to write records: .jsonl, .csv or .parquet (by extension, or --format). Default:
+    /// JSON Lines on stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Write the ground truth here (JSON Lines, one labelled entity a line).
@@ -191,7 +192,8 @@ pub struct GenArgs {
     /// Write the port registry CSV here.
     #[arg(long, value_name = "CSV")]
     pub registry: Option<PathBuf>,
-    /// Output format; default from the --out extension, else jsonl.
+    /// Output format; default from the --out extension (an extension other than .jsonl,
+    /// .ndjson, .json, .csv or .parquet is refused), jsonl when there is none.
     #[arg(long, value_enum)]
     pub format: Option<GenFormat>,
     /// Preset for the knobs below.
@@ -229,6 +231,7 @@ pub struct GenArgs {
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GenFormat {
     Jsonl,
+    Csv,
     Parquet,
 }
 

@@ -89,19 +89,16 @@ impl NearLimit {
         hit
     }
 
+    /// The chain of `n` windows ending at `b`, if at least `k` are in band. Counted first and
+    /// the counts gathered only for a chain that fires: nearly every boundary of nearly every
+    /// key is evaluated for nothing (a quiet subscriber's next message walks up to `n·w` of
+    /// them), and a vector each time was most of this rule's cost.
     fn chain(&self, b: i64, lo: u64, limit: u64, k: u32, n: u32) -> Option<NearLimitHit> {
-        let mut counts = Vec::with_capacity(n as usize);
-        let mut in_band = 0;
-        for j in (0..n as i64).rev() {
-            let c = self.history[self.hist_slot(b - j * self.w)] as u64;
-            if c >= lo && c < limit {
-                in_band += 1;
-            }
-            counts.push(c);
-        }
-        (in_band >= k).then_some(NearLimitHit {
+        let count = |j: i64| self.history[self.hist_slot(b - j * self.w)] as u64;
+        let in_band = (0..n as i64).filter(|&j| (lo..limit).contains(&count(j))).count() as u32;
+        (in_band >= k).then(|| NearLimitHit {
             boundary: b,
-            counts,
+            counts: (0..n as i64).rev().map(count).collect(),
             in_band,
         })
     }

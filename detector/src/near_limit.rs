@@ -72,13 +72,16 @@ impl NearLimit {
                     }
                 }
             }
+            // The slot of each boundary follows from the one before: a division per window
+            // read (`hist_slot`) was most of this loop.
+            let mut slot = self.hist_slot(from);
             for b in from..=wm_bin.min(quiet) {
                 let c = self.ring.range_sum(b - self.w, b - 1);
-                let s = self.hist_slot(b);
-                self.history[s] = c.min(u32::MAX as u64) as u32;
-                if let Some(h) = self.chain(b, lo, limit, k, n) {
+                self.history[slot] = c.min(u32::MAX as u64) as u32;
+                if let Some(h) = self.chain(b, slot, lo, limit, k, n) {
                     hit = Some(h);
                 }
+                slot = if slot + 1 == self.history.len() { 0 } else { slot + 1 };
             }
             if wm_bin > quiet {
                 self.history.iter_mut().for_each(|h| *h = 0);
@@ -93,12 +96,20 @@ impl NearLimit {
     /// the counts gathered only for a chain that fires: nearly every boundary of nearly every
     /// key is evaluated for nothing (a quiet subscriber's next message walks up to `n·w` of
     /// them), and a vector each time was most of this rule's cost.
-    fn chain(&self, b: i64, lo: u64, limit: u64, k: u32, n: u32) -> Option<NearLimitHit> {
-        let count = |j: i64| self.history[self.hist_slot(b - j * self.w)] as u64;
-        let in_band = (0..n as i64).filter(|&j| (lo..limit).contains(&count(j))).count() as u32;
+    ///
+    /// `slot` is `hist_slot(b)`; the window `j` back from `b` is `j·w` slots before it, less
+    /// than the history's `n·w` (a rule whose `n` changes starts with new state).
+    fn chain(&self, b: i64, slot: usize, lo: u64, limit: u64, k: u32, n: u32) -> Option<NearLimitHit> {
+        let len = self.history.len();
+        debug_assert_eq!(len, n as usize * self.w as usize, "history sized for another n");
+        let count = |j: usize| {
+            let back = j * self.w as usize;
+            self.history[if back > slot { slot + len - back } else { slot - back }] as u64
+        };
+        let in_band = (0..n as usize).filter(|&j| (lo..limit).contains(&count(j))).count() as u32;
         (in_band >= k).then(|| NearLimitHit {
             boundary: b,
-            counts: (0..n as i64).rev().map(count).collect(),
+            counts: (0..n as usize).rev().map(count).collect(),
             in_band,
         })
     }

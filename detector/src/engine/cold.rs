@@ -178,22 +178,26 @@ impl ColdPlan {
 
     /// Whether a key holding `log` would be idle at `wm` once warmed (see `is_idle`),
     /// without warming it: each rule's window head is the latest bin it took a record in.
-    pub fn idle(&self, pack: &Pack, rules: &[usize], log: &[Event], wm: i64) -> bool {
+    ///
+    /// `wm_bins[i]` is `wm`'s bin for rule slot `i` (found once per sweep, not per key).
+    pub fn idle(&self, pack: &Pack, rules: &[usize], log: &[Event], wm_bins: &[i64]) -> bool {
         rules.iter().enumerate().all(|(i, &r)| {
             let rule = &pack.rules[r];
             let reads_value = matches!(
                 rule.kind,
                 RuleKind::Rate { distinct: Some(_), .. } | RuleKind::Rate { sequential: Some(_), .. }
             );
+            // The latest event's bin: bins grow with time, so one division, not one per event.
             let Some(head) = log
                 .iter()
                 .filter(|e| e.wanted & (1 << i) != 0 && (!reads_value || e.len > 0))
-                .map(|e| e.ts.div_euclid(rule.slide_ms))
+                .map(|e| e.ts)
                 .max()
+                .map(|ts| ts.div_euclid(rule.slide_ms))
             else {
                 return true;
             };
-            let wm_bin = wm.div_euclid(rule.slide_ms);
+            let wm_bin = wm_bins[i];
             let w = rule.bins() as i64;
             match rule.kind {
                 RuleKind::NearLimit { n, .. } => head + n as i64 * w + w < wm_bin,

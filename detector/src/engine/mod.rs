@@ -581,9 +581,10 @@ impl Engine {
         let ds = &mut self.dims[d];
         let before = ds.table.len();
         let (rules, plan) = (&ds.rules, &ds.cold);
+        let wm_bins: Vec<i64> = rules.iter().map(|&r| wm.div_euclid(pack.rules[r].slide_ms)).collect();
         ds.table.retain(|e| match plan {
-            Some(plan) if e.is_cold() => !plan.idle(pack, rules, &e.log, wm),
-            _ => !is_idle(pack, rules, e, wm),
+            Some(plan) if e.is_cold() => !plan.idle(pack, rules, &e.log, &wm_bins),
+            _ => !is_idle(pack, rules, e, wm, &wm_bins),
         });
         self.stats.evicted += (before - ds.table.len()) as u64;
         ds.next_sweep = wm.saturating_add(ds.sweep_every);
@@ -664,14 +665,14 @@ fn new_window(rule: &Rule, lateness_ms: i64) -> Window {
     }
 }
 
-/// Whether an entry is indistinguishable from a fresh one for every record at or after `wm`.
-fn is_idle(pack: &Pack, rules: &[usize], e: &Entry, wm: i64) -> bool {
+/// Whether an entry is indistinguishable from a fresh one for every record at or after `wm`
+/// (`wm_bins[i]`: `wm`'s bin for rule slot `i`).
+fn is_idle(pack: &Pack, rules: &[usize], e: &Entry, wm: i64, wm_bins: &[i64]) -> bool {
     if e.active.as_ref().is_some_and(|a| a.until > wm) {
         return false;
     }
-    rules.iter().zip(e.slots.iter()).all(|(&r, s)| {
+    rules.iter().zip(e.slots.iter()).zip(wm_bins).all(|((&r, s), &wm_bin)| {
         let rule = &pack.rules[r];
-        let wm_bin = wm.div_euclid(rule.slide_ms);
         let window_idle = match &s.window {
             Window::Unused => true,
             Window::Count(w) => w.ring().is_empty_at(wm_bin),

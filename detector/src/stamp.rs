@@ -19,8 +19,9 @@ pub struct Stamper {
 #[derive(Debug)]
 pub enum Stamped {
     /// To the shards with watermark `wm`; `clamped` when it was late and its time was
-    /// raised to the watermark (the `admit` policy).
-    Process { rec: Record, wm: i64, clamped: bool },
+    /// raised to the watermark (the `admit` policy); `joined` when a join changed it (routes
+    /// made before the join must be made again).
+    Process { rec: Record, wm: i64, clamped: bool, joined: bool },
     /// Behind the watermark by `behind` ms under the `dead-letter` policy.
     Late { rec: Record, behind: i64 },
 }
@@ -36,12 +37,12 @@ impl Stamper {
 
     /// Joins `r` with what came before it, then places it against the watermark.
     pub fn stamp(&mut self, r: Record, en: Enricher<'_>) -> Stamped {
-        let mut rec = self.joiner.apply(r, en);
+        let (mut rec, joined) = self.joiner.apply_joined(r, en);
         match self.wm.observe(rec.ts) {
             Verdict::Process { ts, wm } => {
                 let clamped = ts != rec.ts;
                 rec.ts = ts;
-                Stamped::Process { rec, wm, clamped }
+                Stamped::Process { rec, wm, clamped, joined }
             }
             Verdict::Late { behind } => Stamped::Late { rec, behind },
         }
@@ -84,10 +85,15 @@ mod tests {
                 t0,
                 &[(Slot::Id, "m1"), (Slot::Src, "10690001"), (Slot::Dst, "13800138000")],
             );
-            assert!(matches!(st.stamp(sent, en), Stamped::Process { wm, clamped: false, .. } if wm == t0 - 60_000));
+            assert!(matches!(st.stamp(sent, en), Stamped::Process { wm, clamped: false, joined: false, .. } if wm == t0 - 60_000));
             let report = record(en, RecordKind::Dlr, t0 + 5_000, &[(Slot::Ref, "m1")]);
             match st.stamp(report, en) {
-                Stamped::Process { rec, clamped: false, .. } => {
+                Stamped::Process {
+                    rec,
+                    clamped: false,
+                    joined: true,
+                    ..
+                } => {
                     assert_eq!(
                         (rec.src(), rec.dst()),
                         (Some("10690001"), Some("13800138000")),
@@ -113,7 +119,12 @@ mod tests {
             );
             match (st.stamp(late, en), admit) {
                 (Stamped::Late { rec, behind }, false) => assert_eq!((rec.ts, behind), (t0 + 1_000, 539_000)),
-                (Stamped::Process { rec, wm, clamped: true }, true) => assert_eq!((rec.ts, wm), (t0 + 540_000, t0 + 540_000)),
+                (
+                    Stamped::Process {
+                        rec, wm, clamped: true, ..
+                    },
+                    true,
+                ) => assert_eq!((rec.ts, wm), (t0 + 540_000, t0 + 540_000)),
                 (other, _) => panic!("{policy}: {other:?}"),
             }
         }

@@ -1,8 +1,10 @@
 //! The sharded runtime shared by replay (and, later, the daemon).
 //!
-//! One router thread decodes records in input order, keeps the stream's watermark, routes
-//! each record once for all shards ([`Keyer`]), and broadcasts batches of
-//! `(record, watermark, routes)` to N shard workers over bounded crossbeam
+//! One router thread reads the input; JSON Lines are decoded, enriched and routed once for
+//! all shards ([`Keyer`]) on decoding threads a chunk of lines at a time (CSV and Parquet
+//! on the router itself). The router takes the records back in input order, joins them,
+//! keeps the stream's watermark (a record a join changed is routed again), and broadcasts
+//! batches of `(record, watermark, routes)` to N shard workers over bounded crossbeam
 //! channels. Each worker runs one [`Engine`] that owns the `(dim, key)` pairs whose hash
 //! falls to it, so each key's state sees exactly its own records with the same watermarks
 //! whatever N is. Actions are merged and sorted by (ts, dim, key, rule, id): the output is
@@ -17,11 +19,14 @@ use anning_detector::{Action, Engine, EngineStats, Enricher, Record, Registry, S
 use anning_rules::Pack;
 use crossbeam_channel::{Sender, bounded};
 
+use crate::decode::pool::Decoders;
 use crate::decode::{Reject, RejectReason};
 use crate::source::{self, Input, SourceError};
 
 /// Records per batch sent to the shards.
 pub const BATCH: usize = 4096;
+/// Threads decoding JSON Lines beside the reading thread and the shards.
+const DECODERS: usize = 2;
 /// How many rejects the summary keeps as samples.
 pub const SAMPLES: usize = 5;
 
@@ -83,7 +88,7 @@ struct Router<'a, R: RejectSink, P: Progress> {
     /// Delivery reports to their messages, replies to their port's signature (input
     /// order), then the watermark.
     stamper: Stamper,
-    keyer: Keyer,
+    keyer: Arc<Keyer>,
     /// Name of the input being read, for rejects raised here.
     input: String,
     batch: Vec<(Record, i64, Routes)>,
@@ -122,15 +127,19 @@ impl<R: RejectSink, P: Progress> Router<'_, R, P> {
     }
 }
 
-impl<R: RejectSink, P: Progress> source::Sink for Router<'_, R, P> {
-    fn record(&mut self, r: Record, line: u64) {
+impl<R: RejectSink, P: Progress> Router<'_, R, P> {
+    /// `routes`: made by a decoding thread before the joins, else `None`.
+    fn stamp(&mut self, r: Record, routes: Option<Routes>, line: u64) {
         self.counts.by_type[r.kind as usize] += 1;
         match self.stamper.stamp(r, self.en) {
-            Stamped::Process { rec, wm, clamped } => {
+            Stamped::Process { rec, wm, clamped, joined } => {
                 if clamped {
                     self.counts.late_admitted += 1;
                 }
-                let routes = self.keyer.routes(&rec);
+                let routes = match routes {
+                    Some(routes) if !joined => routes,
+                    _ => self.keyer.routes(&rec),
+                };
                 self.batch.push((rec, wm, routes));
                 if self.batch.len() >= BATCH {
                     self.flush();
@@ -149,6 +158,16 @@ impl<R: RejectSink, P: Progress> source::Sink for Router<'_, R, P> {
                 source::Sink::reject(self, reject);
             }
         }
+    }
+}
+
+impl<R: RejectSink, P: Progress> source::Sink for Router<'_, R, P> {
+    fn record(&mut self, r: Record, line: u64) {
+        self.stamp(r, None, line);
+    }
+
+    fn routed(&mut self, r: Record, routes: Routes, line: u64) {
+        self.stamp(r, Some(routes), line);
     }
 
     fn reject(&mut self, r: Reject) {
@@ -198,10 +217,11 @@ pub fn run(
     }
 
     let en = Enricher::new(&pack, registry);
+    let mut decoders = Decoders::new(DECODERS, registry, "line").expect("spawn decoding threads");
     let mut router = Router {
         en,
         stamper: Stamper::new(&pack),
-        keyer: Keyer::new(Arc::clone(&pack)),
+        keyer: Arc::new(Keyer::new(Arc::clone(&pack))),
         input: String::new(),
         batch: Vec::with_capacity(BATCH),
         sent: VecDeque::new(),
@@ -213,7 +233,12 @@ pub fn run(
     for input in inputs {
         router.input = input.name();
         router.progress.input(&router.input, input.byte_len());
-        if let Err(e) = source::read(input, en, &mut router) {
+        let keyer = Arc::clone(&router.keyer);
+        let pool = source::Pool {
+            decoders: &mut decoders,
+            keyer: &keyer,
+        };
+        if let Err(e) = source::read_pooled(input, en, pool, &mut router) {
             router.counts.input_errors.push(e.to_string());
         }
         router.flush();
@@ -276,7 +301,7 @@ impl<'a> Serial<'a> {
     pub fn push(&mut self, r: Record) {
         self.records += 1;
         match self.stamper.stamp(r, self.en) {
-            Stamped::Process { rec, wm, clamped } => {
+            Stamped::Process { rec, wm, clamped, .. } => {
                 if clamped {
                     self.late += 1;
                 }

@@ -1,16 +1,20 @@
 //! File sources for replay: JSON Lines (or stdin), CSV and Parquet, read in order, each
 //! record decoded or rejected with its position.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use anning_detector::engine::{Keyer, Routes};
 use anning_detector::{Enricher, Record, RecordBuilder};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::decode::csv::{CsvColumns, CsvFields};
 use crate::decode::jsonl::JsonFields;
 use crate::decode::parquet::{BatchColumns, ParquetFields};
+use crate::decode::pool::{CHUNK, Decoders};
 use crate::decode::{Bad, Reject, RejectReason, assemble};
 
 /// The formats replay reads.
@@ -84,6 +88,11 @@ impl Input {
 pub trait Sink {
     /// A decoded record and its line (JSON Lines, CSV) or row (Parquet).
     fn record(&mut self, r: Record, line: u64);
+    /// A record with its routes, made on a decoding thread before any join (see
+    /// [`read_pooled`]); a sink that does not route takes it as a plain record.
+    fn routed(&mut self, r: Record, _routes: Routes, line: u64) {
+        self.record(r, line);
+    }
     fn reject(&mut self, r: Reject);
     /// Bytes (or rows, for Parquet) consumed so far in this input.
     fn progress(&mut self, _done: u64) {}
@@ -122,6 +131,109 @@ pub fn read(input: &Input, en: Enricher<'_>, sink: &mut impl Sink) -> Result<(),
 }
 
 /// JSON Lines from any reader. Blank lines are skipped; a line that is not UTF-8 is rejected.
+/// Decoding threads for [`read_pooled`], with the routes to make for the pack being run.
+pub struct Pool<'a> {
+    pub decoders: &'a mut Decoders,
+    pub keyer: &'a Arc<Keyer>,
+}
+
+/// [`read`], with JSON Lines decoded, enriched and routed on `pool`'s threads while this one
+/// reads ahead (CSV and Parquet as [`read`] does). The sink gets the same records, rejects
+/// and line numbers in the same order.
+pub fn read_pooled(input: &Input, en: Enricher<'_>, pool: Pool<'_>, sink: &mut impl Sink) -> Result<(), SourceError> {
+    let name = input.name();
+    let io = |source| SourceError::Io {
+        path: name.clone(),
+        source,
+    };
+    match (input.format, &input.path) {
+        (Format::JsonLines, None) => {
+            read_jsonl_pooled(&name, BufReader::with_capacity(1 << 20, std::io::stdin().lock()), pool, sink).map_err(io)
+        }
+        (Format::JsonLines, Some(p)) => {
+            let file = File::open(p).map_err(io)?;
+            read_jsonl_pooled(&name, BufReader::with_capacity(1 << 20, file), pool, sink).map_err(io)
+        }
+        _ => read(input, en, sink),
+    }
+}
+
+/// Chunks a reader keeps in flight on the decoding threads before it waits for the oldest.
+const IN_FLIGHT: usize = 8;
+
+/// Whether a line (without its line end) holds nothing: skipped, not rejected.
+fn blank(bytes: &[u8]) -> bool {
+    let t = bytes.trim_ascii();
+    t.is_empty() || !t[0].is_ascii() && std::str::from_utf8(t).is_ok_and(|l| l.trim().is_empty())
+}
+
+/// Gives the oldest chunk in flight to `sink`, each line as a routed record or a reject.
+fn give(name: &str, decoders: &mut Decoders, numbers: &mut VecDeque<Vec<u64>>, sink: &mut impl Sink) {
+    let (decoded, chunk) = decoders.next_decoded().expect("a chunk in flight");
+    let lines = numbers.pop_front().expect("line numbers of each chunk sent");
+    debug_assert_eq!(decoded.len(), lines.len());
+    for (i, (d, &line)) in decoded.into_iter().zip(&lines).enumerate() {
+        match d {
+            Ok((rec, routes)) => sink.routed(rec, routes, line),
+            Err(bad) => sink.reject(reject(name, line, bad, Some(&String::from_utf8_lossy(chunk.value(i))))),
+        }
+    }
+    decoders.recycle(chunk);
+}
+
+fn read_jsonl_pooled(name: &str, mut r: impl BufRead, pool: Pool<'_>, sink: &mut impl Sink) -> std::io::Result<()> {
+    let Pool { decoders, keyer } = pool;
+    // The line numbers of each chunk in flight, oldest first.
+    let mut numbers: VecDeque<Vec<u64>> = VecDeque::new();
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = decoders.chunk();
+    let mut lines = Vec::with_capacity(CHUNK);
+    let mut line_no = 0u64;
+    let mut done = 0u64;
+    let read = loop {
+        buf.clear();
+        let n = match r.read_until(b'\n', &mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) => break Err(e),
+        };
+        line_no += 1;
+        done += n as u64;
+        if line_no.is_multiple_of(65_536) {
+            // Bytes read: up to `IN_FLIGHT` chunks ahead of the records given.
+            sink.progress(done);
+        }
+        let mut bytes = &buf[..];
+        while let [rest @ .., b'\n' | b'\r'] = bytes {
+            bytes = rest;
+        }
+        if blank(bytes) {
+            continue;
+        }
+        chunk.push(Some(bytes));
+        lines.push(line_no);
+        if chunk.len() >= CHUNK {
+            let next = decoders.chunk();
+            decoders.send(keyer, std::mem::replace(&mut chunk, next));
+            numbers.push_back(std::mem::replace(&mut lines, Vec::with_capacity(CHUNK)));
+            if decoders.in_flight() >= IN_FLIGHT {
+                give(name, decoders, &mut numbers, sink);
+            }
+        }
+    };
+    // What was read before the end (or an error) is given, in order, before returning.
+    let before = decoders.in_flight();
+    decoders.close(keyer, chunk);
+    if decoders.in_flight() > before {
+        numbers.push_back(lines);
+    }
+    while decoders.in_flight() > 0 {
+        give(name, decoders, &mut numbers, sink);
+    }
+    assert!(decoders.next_decoded().is_none(), "every chunk given back");
+    read
+}
+
 pub fn read_jsonl(name: &str, mut r: impl BufRead, en: Enricher<'_>, sink: &mut impl Sink) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut b = RecordBuilder::default();
@@ -255,4 +367,98 @@ fn read_parquet(name: &str, path: &Path, en: Enricher<'_>, sink: &mut impl Sink)
         sink.progress(row_no);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use anning_detector::Registry;
+
+    use super::*;
+
+    /// What a sink was given, in order (records and rejects, at their lines), the progress
+    /// last reported and, with a keyer, how many routed records had the keyer's routes.
+    #[derive(Default)]
+    struct Got {
+        given: Vec<(u64, String)>,
+        done: u64,
+        keyer: Option<Arc<Keyer>>,
+        routed: usize,
+    }
+
+    impl Sink for Got {
+        fn record(&mut self, r: Record, line: u64) {
+            self.given.push((line, format!("{r:?}")));
+        }
+        fn routed(&mut self, r: Record, routes: Routes, line: u64) {
+            let keyer = self.keyer.as_ref().expect("routed records only from the pool");
+            assert!(routes == keyer.routes(&r), "line {line}: routes differ from the keyer's");
+            self.routed += 1;
+            self.record(r, line);
+        }
+        fn reject(&mut self, r: Reject) {
+            self.given.push((r.line, serde_json::to_string(&r).unwrap()));
+        }
+        fn progress(&mut self, done: u64) {
+            self.done = done;
+        }
+    }
+
+    /// Every sample line, good and bad, with blank lines (ASCII and ideographic spaces),
+    /// CRLF ends and a line that is not UTF-8, repeated past the chunks a reader keeps in
+    /// flight.
+    fn day() -> Vec<u8> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/samples");
+        let mut one = Vec::new();
+        for name in ["contract.jsonl", "burst.jsonl", "dodger.jsonl"] {
+            one.extend(std::fs::read(dir.join(name)).unwrap());
+        }
+        one.extend_from_slice(b"\n   \n\xe3\x80\x80\r\n{\"ts\":1,\"type\":\"sms\",\"src\":\"1\xff\"}\r\n{\"ts\":\n");
+        let mut all = Vec::new();
+        while all.len() < 600 * 1024 * 8 {
+            all.extend_from_slice(&one);
+        }
+        all.extend_from_slice(b"{\"ts\":5,\"type\":\"call\"}");
+        all
+    }
+
+    /// Decoding on the pool's threads gives the sink what reading on one thread gives: the
+    /// same records and rejects at the same lines, in the same order, and each record's
+    /// routes as the keyer makes them for it.
+    #[test]
+    fn pooled_json_lines_give_what_one_thread_gives() {
+        let pack = Arc::new(anning_rules::default_pack());
+        let registry = Registry::parse("port,sp,class,signatures\n10690001234,901234,marketing,京东\n").unwrap();
+        let en = Enricher::new(&pack, &registry);
+        let keyer = Arc::new(Keyer::new(Arc::clone(&pack)));
+        let day = day();
+        let mut alone = Got::default();
+        read_jsonl("day", &day[..], en, &mut alone).unwrap();
+        assert!(alone.given.len() > (IN_FLIGHT + 2) * CHUNK, "more lines than the chunks in flight");
+        assert!(alone.given.iter().any(|(_, g)| g.contains("line is not valid UTF-8")));
+        assert!(alone.given.iter().any(|(_, g)| g.contains("\"reason\":\"malformed\"")));
+        let mut decoders = Decoders::new(2, &registry, "line").unwrap();
+        // Twice over the same decoders, then a file smaller than a chunk.
+        for bytes in [&day[..], &day[..], &day[..300]] {
+            let mut alone = Got::default();
+            read_jsonl("day", bytes, en, &mut alone).unwrap();
+            let mut pooled = Got {
+                keyer: Some(Arc::clone(&keyer)),
+                ..Got::default()
+            };
+            let pool = Pool {
+                decoders: &mut decoders,
+                keyer: &keyer,
+            };
+            read_jsonl_pooled("day", bytes, pool, &mut pooled).unwrap();
+            assert_eq!(pooled.given.len(), alone.given.len());
+            for (a, b) in alone.given.iter().zip(&pooled.given) {
+                assert_eq!(a, b);
+            }
+            assert!(
+                pooled.routed > 0 && pooled.routed < pooled.given.len(),
+                "records routed, rejects not"
+            );
+            assert_eq!(pooled.done, alone.done, "progress in bytes read");
+        }
+    }
 }

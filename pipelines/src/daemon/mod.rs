@@ -456,7 +456,7 @@ pub fn run(
     }
     drop(rtx);
 
-    let mut decoders = decode::Decoders::new(threads, registry)?;
+    let mut decoders = decode::Decoders::new(threads, registry, "message")?;
     // Routes each record once for every shard (on the decoding threads), for the pack of
     // the batch.
     let mut keyer = Arc::new(Keyer::new(Arc::clone(&pack)));
@@ -597,7 +597,8 @@ pub fn run(
         // before: joins and the watermark.
         decoders.close(&keyer, chunk);
         let mut arrived = msgs.iter();
-        while let Some(decoded) = decoders.next() {
+        while let Some((decoded, chunk)) = decoders.next_decoded() {
+            decoders.recycle(chunk);
             for (d, m) in decoded.into_iter().zip(arrived.by_ref()) {
                 if !known.contains(&m.partition()) {
                     // Newly assigned partitions hold the watermark back from now on.

@@ -6,6 +6,7 @@
 pub mod csv;
 pub mod jsonl;
 pub mod parquet;
+pub mod pool;
 
 use std::borrow::Cow;
 use std::fmt;

@@ -1,0 +1,301 @@
+//! JSON values to records on decoding threads: chunks of consecutive values (a batch's
+//! messages in the daemon, a file's lines in replay) are decoded, enriched and routed while
+//! the caller gathers more, and come back in the order sent.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use anning_detector::engine::{Keyer, Routes};
+use anning_detector::{Enricher, Record, RecordBuilder, Registry};
+use crossbeam_channel::{Receiver, Sender, unbounded};
+
+use super::jsonl::JsonFields;
+use super::{Bad, RejectReason, assemble};
+
+/// Decodes one value (a JSON object, the record contract; a trailing line end is ignored).
+/// `what` names the value in a reject ("message", "line").
+pub fn decode_value(bytes: &[u8], what: &str, b: &mut RecordBuilder, en: Enricher<'_>) -> Result<Record, Bad> {
+    let text = std::str::from_utf8(bytes).map_err(|e| Bad {
+        reason: RejectReason::Malformed,
+        field: None,
+        col: Some(e.valid_up_to() as u64 + 1),
+        detail: format!("{what} is not valid UTF-8"),
+    })?;
+    let text = text.trim_end_matches(['\n', '\r']);
+    JsonFields::parse(text).and_then(|mut f| assemble(&mut f, b, en))
+}
+
+/// Values per chunk handed to a decoding thread.
+pub const CHUNK: usize = 1024;
+
+/// Consecutive values, copied out of the consumer's buffers or the file's reader so that
+/// another thread can decode them while more are gathered.
+#[derive(Default)]
+pub struct Chunk {
+    bytes: Vec<u8>,
+    /// Where each value ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Chunk {
+    pub fn push(&mut self, payload: Option<&[u8]>) {
+        self.bytes.extend_from_slice(payload.unwrap_or_default());
+        self.ends.push(self.bytes.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The `i`th value.
+    pub fn value(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    /// Each value decoded, enriched and routed for the shards.
+    fn decode(&self, b: &mut RecordBuilder, keyer: &Keyer, registry: &Registry, what: &str) -> Decoded {
+        let en = Enricher::new(keyer.pack(), registry);
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let value = &self.bytes[start..end];
+                start = end;
+                decode_value(value, what, b, en).map(|rec| {
+                    let routes = keyer.routes(&rec);
+                    (rec, routes)
+                })
+            })
+            .collect()
+    }
+}
+
+/// One result per value: the record and its routes, or why it was rejected.
+pub type Decoded = Vec<Result<(Record, Routes), Bad>>;
+
+/// Threads that decode and enrich chunks of a batch while the main loop polls the rest.
+///
+/// Only decoding, enrichment and routing run here: each record depends on its message alone.
+/// What depends on the records before it (joins, the watermark) runs after, in arrival
+/// order, on the main loop, so the records are the same however a batch is split (a record
+/// a join changes is routed again there).
+pub struct Decoders {
+    jobs: Option<Sender<(usize, Arc<Keyer>, Chunk)>>,
+    done: Receiver<(usize, Chunk, Result<Decoded, String>)>,
+    workers: Vec<JoinHandle<()>>,
+    /// Chunks of this batch (sent, or decoded here by `close`), and given back by `next_decoded`.
+    sent: usize,
+    given: usize,
+    /// Decoded chunks from the next to give back on (`given`, `given + 1`, …), as they arrive.
+    back: VecDeque<Option<(Decoded, Chunk)>>,
+    /// Emptied chunks, to fill again.
+    free: Vec<Chunk>,
+    /// For the last chunk of a batch, decoded on the main loop.
+    builder: RecordBuilder,
+    registry: Arc<Registry>,
+    /// What a value is called in a reject ("message", "line").
+    what: &'static str,
+}
+
+impl Decoders {
+    /// `threads` decoding threads; `what` names a value in rejects ("message", "line").
+    pub fn new(threads: usize, registry: &Registry, what: &'static str) -> std::io::Result<Self> {
+        let registry = Arc::new(registry.clone());
+        let (jobs, rx) = unbounded::<(usize, Arc<Keyer>, Chunk)>();
+        let (tx, done) = unbounded();
+        let mut workers = Vec::new();
+        for i in 0..threads.max(1) {
+            let (rx, tx, registry) = (rx.clone(), tx.clone(), Arc::clone(&registry));
+            workers.push(thread::Builder::new().name(format!("decode-{i}")).spawn(move || {
+                let mut b = RecordBuilder::default();
+                for (seq, keyer, chunk) in rx {
+                    // A panic (a bug) is handed to the main loop, which would otherwise wait
+                    // for this chunk for ever while the other threads keep the channel open.
+                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chunk.decode(&mut b, &keyer, &registry, what)))
+                        .map_err(|p| panic_text(p.as_ref()));
+                    let failed = out.is_err();
+                    if tx.send((seq, chunk, out)).is_err() || failed {
+                        return;
+                    }
+                }
+            })?);
+        }
+        Ok(Decoders {
+            jobs: Some(jobs),
+            done,
+            workers,
+            sent: 0,
+            given: 0,
+            back: VecDeque::new(),
+            free: Vec::new(),
+            builder: RecordBuilder::default(),
+            registry,
+            what,
+        })
+    }
+
+    /// An empty chunk to fill.
+    pub fn chunk(&mut self) -> Chunk {
+        self.free.pop().unwrap_or_default()
+    }
+
+    /// Hands a full chunk to the decoding threads.
+    pub fn send(&mut self, keyer: &Arc<Keyer>, chunk: Chunk) {
+        let jobs = self.jobs.as_ref().expect("decoders running");
+        jobs.send((self.sent, Arc::clone(keyer), chunk))
+            .expect("decoding threads run while the sender lives");
+        self.sent += 1;
+    }
+
+    /// Ends a batch: `last` is decoded here when nothing was sent (a small batch, not worth
+    /// a hand-over), else sent behind the others. Then [`Decoders::next_decoded`] gives them
+    /// back.
+    pub fn close(&mut self, keyer: &Arc<Keyer>, last: Chunk) {
+        if self.sent == 0 {
+            let mine = last.decode(&mut self.builder, keyer, &self.registry, self.what);
+            self.back.push_back(Some((mine, last)));
+            self.sent = 1;
+        } else if !last.is_empty() {
+            self.send(keyer, last);
+        } else {
+            self.recycle(last);
+        }
+    }
+
+    /// Chunks sent and not yet given back. Chunks may be taken back with
+    /// [`Decoders::next_decoded`] while more are sent (a stream: replay's lines), as long as
+    /// some are in flight.
+    pub fn in_flight(&self) -> usize {
+        self.sent - self.given
+    }
+
+    /// The batch's next chunk in the order sent, decoded (one result per value), with the
+    /// chunk itself (to [`recycle`](Decoders::recycle) once read), waiting for it if need
+    /// be; `None` once every chunk sent has been given back, which ends the batch.
+    pub fn next_decoded(&mut self) -> Option<(Decoded, Chunk)> {
+        if self.given == self.sent {
+            self.given = 0;
+            self.sent = 0;
+            self.back.clear();
+            return None;
+        }
+        while self.back.front().is_none_or(Option::is_none) {
+            let (seq, chunk, decoded) = self.done.recv().expect("a decoding thread stopped");
+            let decoded = decoded.unwrap_or_else(|e| panic!("a decoding thread panicked: {e}"));
+            let at = seq - self.given;
+            if self.back.len() <= at {
+                self.back.resize_with(at + 1, || None);
+            }
+            self.back[at] = Some((decoded, chunk));
+        }
+        self.given += 1;
+        self.back.pop_front().flatten()
+    }
+
+    /// Takes a chunk given back by [`Decoders::next_decoded`] to fill again.
+    pub fn recycle(&mut self, mut chunk: Chunk) {
+        chunk.bytes.clear();
+        chunk.ends.clear();
+        self.free.push(chunk);
+    }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+impl Drop for Decoders {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every sample message (good and bad), a value that is not UTF-8 and one with no value,
+    /// repeated to several chunks' worth.
+    fn payloads() -> Vec<Option<Vec<u8>>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/samples");
+        let mut one: Vec<Option<Vec<u8>>> = Vec::new();
+        for name in ["contract.jsonl", "burst.jsonl", "dodger.jsonl"] {
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            one.extend(text.lines().map(|l| Some(l.as_bytes().to_vec())));
+        }
+        one.push(Some(vec![b'{', 0xff, b'}']));
+        one.push(None);
+        let mut all = Vec::new();
+        while all.len() < 3 * CHUNK + 100 {
+            all.extend(one.iter().cloned());
+        }
+        all
+    }
+
+    /// One batch as the main loop runs it: full chunks to the threads, the rest closed.
+    fn run(decoders: &mut Decoders, keyer: &Arc<Keyer>, batch: &[Option<Vec<u8>>]) -> Decoded {
+        let mut chunk = decoders.chunk();
+        for p in batch {
+            chunk.push(p.as_deref());
+            if chunk.len() >= CHUNK {
+                let next = decoders.chunk();
+                decoders.send(keyer, std::mem::replace(&mut chunk, next));
+            }
+        }
+        decoders.close(keyer, chunk);
+        let mut got = Vec::new();
+        while let Some((d, chunk)) = decoders.next_decoded() {
+            assert_eq!(d.len(), chunk.len());
+            got.extend(d);
+            decoders.recycle(chunk);
+        }
+        got
+    }
+
+    /// Chunks decoded on the threads come back in the order sent, one result per message,
+    /// each what decoding that message alone gives (rejects included, with their columns)
+    /// with the record's routes; batch after batch, large and small, the same decoders.
+    #[test]
+    fn chunks_decode_as_each_message_alone_and_come_back_in_order() {
+        let pack = Arc::new(anning_rules::default_pack());
+        let registry = Registry::parse("port,sp,class,signatures\n10690001234,901234,marketing,京东\n").unwrap();
+        let en = Enricher::new(&pack, &registry);
+        let all = payloads();
+        let keyer = Arc::new(Keyer::new(Arc::clone(&pack)));
+        let alone: Decoded = all
+            .iter()
+            .map(|p| {
+                decode_value(p.as_deref().unwrap_or_default(), "message", &mut RecordBuilder::default(), en).map(|r| {
+                    let routes = keyer.routes(&r);
+                    (r, routes)
+                })
+            })
+            .collect();
+        assert!(
+            alone.iter().flatten().any(|(_, routes)| *routes != Routes::default()),
+            "records are routed"
+        );
+        assert!(alone.iter().any(Result::is_ok) && alone.iter().any(Result::is_err));
+        let mut decoders = Decoders::new(3, &registry, "message").unwrap();
+        for (from, to) in [(0, all.len()), (5, 17), (0, 0), (0, CHUNK), (1, 2 * CHUNK + 1), (0, all.len())] {
+            let got = run(&mut decoders, &keyer, &all[from..to]);
+            assert_eq!(got.len(), to - from, "batch {from}..{to}");
+            assert!(
+                got == alone[from..to],
+                "batch {from}..{to}: results differ from decoding each message alone"
+            );
+        }
+    }
+}

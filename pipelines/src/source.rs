@@ -12,9 +12,8 @@ use anning_detector::{Enricher, Record, RecordBuilder};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::decode::csv::{CsvColumns, CsvFields};
-use crate::decode::jsonl::JsonFields;
 use crate::decode::parquet::{BatchColumns, ParquetFields};
-use crate::decode::pool::{CHUNK, Decoders};
+use crate::decode::pool::{CHUNK, Decoders, decode_value};
 use crate::decode::{Bad, Reject, RejectReason, assemble};
 
 /// The formats replay reads.
@@ -181,41 +180,25 @@ fn give(name: &str, decoders: &mut Decoders, numbers: &mut VecDeque<Vec<u64>>, s
     decoders.recycle(chunk);
 }
 
-fn read_jsonl_pooled(name: &str, mut r: impl BufRead, pool: Pool<'_>, sink: &mut impl Sink) -> std::io::Result<()> {
+fn read_jsonl_pooled(name: &str, r: impl BufRead, pool: Pool<'_>, sink: &mut impl Sink) -> std::io::Result<()> {
     let Pool { decoders, keyer } = pool;
     // The line numbers of each chunk in flight, oldest first.
     let mut numbers: VecDeque<Vec<u64>> = VecDeque::new();
-    let mut buf = Vec::with_capacity(1024);
+    let mut lines = Lines::new(r);
     let mut chunk = decoders.chunk();
-    let mut lines = Vec::with_capacity(CHUNK);
-    let mut line_no = 0u64;
-    let mut done = 0u64;
+    let mut held = Vec::with_capacity(CHUNK);
     let read = loop {
-        buf.clear();
-        let n = match r.read_until(b'\n', &mut buf) {
-            Ok(0) => break Ok(()),
-            Ok(n) => n,
+        let (line, bytes) = match lines.next(sink) {
+            Ok(Some(l)) => l,
+            Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         };
-        line_no += 1;
-        done += n as u64;
-        if line_no.is_multiple_of(65_536) {
-            // Bytes read: up to `IN_FLIGHT` chunks ahead of the records given.
-            sink.progress(done);
-        }
-        let mut bytes = &buf[..];
-        while let [rest @ .., b'\n' | b'\r'] = bytes {
-            bytes = rest;
-        }
-        if blank(bytes) {
-            continue;
-        }
         chunk.push(Some(bytes));
-        lines.push(line_no);
+        held.push(line);
         if chunk.len() >= CHUNK {
             let next = decoders.chunk();
             decoders.send(keyer, std::mem::replace(&mut chunk, next));
-            numbers.push_back(std::mem::replace(&mut lines, Vec::with_capacity(CHUNK)));
+            numbers.push_back(std::mem::replace(&mut held, Vec::with_capacity(CHUNK)));
             if decoders.in_flight() >= IN_FLIGHT {
                 give(name, decoders, &mut numbers, sink);
             }
@@ -225,7 +208,7 @@ fn read_jsonl_pooled(name: &str, mut r: impl BufRead, pool: Pool<'_>, sink: &mut
     let before = decoders.in_flight();
     decoders.close(keyer, chunk);
     if decoders.in_flight() > before {
-        numbers.push_back(lines);
+        numbers.push_back(held);
     }
     while decoders.in_flight() > 0 {
         give(name, decoders, &mut numbers, sink);
@@ -234,47 +217,59 @@ fn read_jsonl_pooled(name: &str, mut r: impl BufRead, pool: Pool<'_>, sink: &mut
     read
 }
 
-pub fn read_jsonl(name: &str, mut r: impl BufRead, en: Enricher<'_>, sink: &mut impl Sink) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut b = RecordBuilder::default();
-    let mut line_no = 0u64;
-    let mut done = 0u64;
-    loop {
-        buf.clear();
-        let n = r.read_until(b'\n', &mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        line_no += 1;
-        done += n as u64;
-        if line_no.is_multiple_of(65_536) {
-            sink.progress(done);
-        }
-        let mut bytes = &buf[..];
-        while let [rest @ .., b'\n' | b'\r'] = bytes {
-            bytes = rest;
-        }
-        let line = match std::str::from_utf8(bytes) {
-            Ok(l) => l,
-            Err(e) => {
-                let bad = Bad {
-                    reason: RejectReason::Malformed,
-                    field: None,
-                    col: Some(e.valid_up_to() as u64 + 1),
-                    detail: "line is not valid UTF-8".into(),
-                };
-                sink.reject(reject(name, line_no, bad, Some(&String::from_utf8_lossy(bytes))));
-                continue;
-            }
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        match JsonFields::parse(line).and_then(|mut f| assemble(&mut f, &mut b, en)) {
-            Ok(rec) => sink.record(rec, line_no),
-            Err(bad) => sink.reject(reject(name, line_no, bad, Some(line))),
+/// The lines of a JSON Lines input: numbered from 1, line ends cut, blank lines skipped, and
+/// the bytes read reported to the sink every 65 536 lines.
+struct Lines<R> {
+    r: R,
+    buf: Vec<u8>,
+    line_no: u64,
+    done: u64,
+}
+
+impl<R: BufRead> Lines<R> {
+    fn new(r: R) -> Self {
+        Lines {
+            r,
+            buf: Vec::with_capacity(1024),
+            line_no: 0,
+            done: 0,
         }
     }
+
+    /// The next line that is not blank, with its number; `None` at the end.
+    fn next(&mut self, sink: &mut impl Sink) -> std::io::Result<Option<(u64, &[u8])>> {
+        loop {
+            self.buf.clear();
+            let n = self.r.read_until(b'\n', &mut self.buf)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line_no += 1;
+            self.done += n as u64;
+            if self.line_no.is_multiple_of(65_536) {
+                sink.progress(self.done);
+            }
+            let mut end = self.buf.len();
+            while end > 0 && matches!(self.buf[end - 1], b'\n' | b'\r') {
+                end -= 1;
+            }
+            if !blank(&self.buf[..end]) {
+                return Ok(Some((self.line_no, &self.buf[..end])));
+            }
+        }
+    }
+}
+
+pub fn read_jsonl(name: &str, r: impl BufRead, en: Enricher<'_>, sink: &mut impl Sink) -> std::io::Result<()> {
+    let mut b = RecordBuilder::default();
+    let mut lines = Lines::new(r);
+    while let Some((line, bytes)) = lines.next(sink)? {
+        match decode_value(bytes, "line", &mut b, en) {
+            Ok(rec) => sink.record(rec, line),
+            Err(bad) => sink.reject(reject(name, line, bad, Some(&String::from_utf8_lossy(bytes)))),
+        }
+    }
+    Ok(())
 }
 
 fn read_csv(name: &str, path: &Path, en: Enricher<'_>, sink: &mut impl Sink) -> Result<(), SourceError> {

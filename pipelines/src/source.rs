@@ -24,6 +24,20 @@ pub enum Format {
     Parquet,
 }
 
+impl Format {
+    /// The format a file's extension names (any case): `.jsonl`, `.json`, `.ndjson`, `.csv`,
+    /// `.parquet` or `.pq`.
+    pub fn of(path: &Path) -> Option<Format> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "jsonl" | "json" | "ndjson" => Some(Format::JsonLines),
+            "csv" => Some(Format::Csv),
+            "parquet" | "pq" => Some(Format::Parquet),
+            _ => None,
+        }
+    }
+}
+
 /// One input: a file (format from its extension) or `-` for JSON Lines on stdin.
 #[derive(Debug, Clone)]
 pub struct Input {
@@ -61,13 +75,7 @@ impl Input {
             });
         }
         let path = PathBuf::from(arg);
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        let format = match ext.as_str() {
-            "jsonl" | "json" | "ndjson" => Format::JsonLines,
-            "csv" => Format::Csv,
-            "parquet" | "pq" => Format::Parquet,
-            _ => return Err(SourceError::UnknownFormat(arg.to_string())),
-        };
+        let format = Format::of(&path).ok_or_else(|| SourceError::UnknownFormat(arg.to_string()))?;
         Ok(Input { path: Some(path), format })
     }
 
@@ -129,7 +137,6 @@ pub fn read(input: &Input, en: Enricher<'_>, sink: &mut impl Sink) -> Result<(),
     }
 }
 
-/// JSON Lines from any reader. Blank lines are skipped; a line that is not UTF-8 is rejected.
 /// Decoding threads for [`read_pooled`], with the routes to make for the pack being run.
 pub struct Pool<'a> {
     pub decoders: &'a mut Decoders,
@@ -260,6 +267,7 @@ impl<R: BufRead> Lines<R> {
     }
 }
 
+/// JSON Lines from any reader. Blank lines are skipped; a line that is not UTF-8 is rejected.
 pub fn read_jsonl(name: &str, r: impl BufRead, en: Enricher<'_>, sink: &mut impl Sink) -> std::io::Result<()> {
     let mut b = RecordBuilder::default();
     let mut lines = Lines::new(r);

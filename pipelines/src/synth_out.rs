@@ -65,23 +65,27 @@ impl ParquetSink {
     }
 }
 
+/// A record's string fields, in the order of [`STRINGS`].
+fn strings(r: &GenRecord) -> [Option<&str>; STRINGS.len()] {
+    [
+        Some(r.kind.as_str()),
+        r.id.as_deref(),
+        r.src.as_deref(),
+        r.dst.as_deref(),
+        r.sig.as_deref(),
+        r.text.as_deref(),
+        r.cell.as_deref(),
+        r.imei.as_deref(),
+        r.reference.as_deref(),
+        r.status,
+        r.err,
+    ]
+}
+
 impl RecordSink for ParquetSink {
     fn record(&mut self, r: &GenRecord) -> io::Result<()> {
         self.ts.append_value(r.ts);
-        let values = [
-            Some(r.kind.as_str()),
-            r.id.as_deref(),
-            r.src.as_deref(),
-            r.dst.as_deref(),
-            r.sig.as_deref(),
-            r.text.as_deref(),
-            r.cell.as_deref(),
-            r.imei.as_deref(),
-            r.reference.as_deref(),
-            r.status,
-            r.err,
-        ];
-        for (b, v) in self.strings.iter_mut().zip(values) {
+        for (b, v) in self.strings.iter_mut().zip(strings(r)) {
             b.append_option(v);
         }
         self.answered.append_option(r.answered);
@@ -102,12 +106,8 @@ impl RecordSink for ParquetSink {
     }
 }
 
-/// The columns of a generated CSV file, in the contract's order.
-const CSV_HEADER: [&str; 14] = [
-    "ts", "type", "id", "src", "dst", "sig", "text", "cell", "imei", "ref", "status", "err", "answered", "dur",
-];
-
-/// CSV with a header row; an absent field is an empty cell (how the CSV decoder reads it).
+/// CSV with a header row: the Parquet file's columns in the same order (`ts`, [`STRINGS`],
+/// `answered`, `dur`); an absent field is an empty cell (how the CSV decoder reads it).
 pub struct CsvSink<W: io::Write> {
     out: csv::Writer<W>,
 }
@@ -115,7 +115,7 @@ pub struct CsvSink<W: io::Write> {
 impl<W: io::Write> CsvSink<W> {
     pub fn new(out: W) -> io::Result<Self> {
         let mut out = csv::Writer::from_writer(out);
-        out.write_record(CSV_HEADER)?;
+        out.write_record(std::iter::once("ts").chain(STRINGS).chain(["answered", "dur"]))?;
         Ok(CsvSink { out })
     }
 }
@@ -124,22 +124,11 @@ impl<W: io::Write> RecordSink for CsvSink<W> {
     fn record(&mut self, r: &GenRecord) -> io::Result<()> {
         let ts = r.ts.to_string();
         let dur = r.dur.map(|d| d.to_string());
-        let row: [&str; 14] = [
-            &ts,
-            r.kind.as_str(),
-            r.id.as_deref().unwrap_or(""),
-            r.src.as_deref().unwrap_or(""),
-            r.dst.as_deref().unwrap_or(""),
-            r.sig.as_deref().unwrap_or(""),
-            r.text.as_deref().unwrap_or(""),
-            r.cell.as_deref().unwrap_or(""),
-            r.imei.as_deref().unwrap_or(""),
-            r.reference.as_deref().unwrap_or(""),
-            r.status.unwrap_or(""),
-            r.err.unwrap_or(""),
-            r.answered.map_or("", |a| if a { "true" } else { "false" }),
-            dur.as_deref().unwrap_or(""),
-        ];
+        let answered = r.answered.map(|a| if a { "true" } else { "false" });
+        let row = std::iter::once(Some(ts.as_str()))
+            .chain(strings(r))
+            .chain([answered, dur.as_deref()])
+            .map(|v| v.unwrap_or(""));
         Ok(self.out.write_record(row)?)
     }
 

@@ -67,15 +67,16 @@ pub(super) fn r#gen(args: GenArgs) -> Result<ExitCode> {
     let format = match (args.format, &args.out) {
         (Some(f), _) => f,
         (None, None) => GenFormat::Jsonl,
-        (None, Some(p)) => match p.extension().and_then(|e| e.to_str()) {
-            None => GenFormat::Jsonl,
-            Some("jsonl" | "ndjson" | "json") => GenFormat::Jsonl,
-            Some("csv") => GenFormat::Csv,
-            Some("parquet") => GenFormat::Parquet,
-            Some(other) => {
+        // The extensions replay reads, so a generated file replays under its own name.
+        (None, Some(p)) => match (crate::source::Format::of(p), p.extension()) {
+            (Some(crate::source::Format::JsonLines), _) | (None, None) => GenFormat::Jsonl,
+            (Some(crate::source::Format::Csv), _) => GenFormat::Csv,
+            (Some(crate::source::Format::Parquet), _) => GenFormat::Parquet,
+            (None, Some(other)) => {
                 eprintln!(
-                    "anning gen: cannot tell the format of {} from `.{other}`: name it .jsonl, .csv or .parquet, or pass --format",
-                    p.display()
+                    "anning gen: cannot tell the format of {} from `.{}`: name it .jsonl, .csv or .parquet, or pass --format",
+                    p.display(),
+                    other.to_string_lossy()
                 );
                 return Ok(ExitCode::from(2));
             }

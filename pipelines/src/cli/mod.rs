@@ -192,8 +192,8 @@ pub struct GenArgs {
     /// Write the port registry CSV here.
     #[arg(long, value_name = "CSV")]
     pub registry: Option<PathBuf>,
-    /// Output format; default from the --out extension (an extension other than .jsonl,
-    /// .ndjson, .json, .csv or .parquet is refused), jsonl when there is none.
+    /// Output format; default from the --out extension, as replay reads it (.jsonl, .ndjson,
+    /// .json, .csv, .parquet, .pq; another is refused), jsonl when there is none.
     #[arg(long, value_enum)]
     pub format: Option<GenFormat>,
     /// Preset for the knobs below.

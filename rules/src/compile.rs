@@ -289,13 +289,11 @@ fn compile_plan(d: &mut Diags, raw: Option<RawNumberPlan>) -> NumberPlan {
         Some(r) => (r.subscriber, r.port, r.call_centre),
         None => (None, None, None),
     };
-    NumberPlan {
-        classes: vec![
-            (AddrClass::Subscriber, build(d, sub, DEFAULT_SUBSCRIBER, "subscriber")),
-            (AddrClass::Port, build(d, port, DEFAULT_PORT, "port")),
-            (AddrClass::CallCentre, build(d, cc, DEFAULT_CALL_CENTRE, "call_centre")),
-        ],
-    }
+    NumberPlan::new(vec![
+        (AddrClass::Subscriber, build(d, sub, DEFAULT_SUBSCRIBER, "subscriber")),
+        (AddrClass::Port, build(d, port, DEFAULT_PORT, "port")),
+        (AddrClass::CallCentre, build(d, cc, DEFAULT_CALL_CENTRE, "call_centre")),
+    ])
 }
 
 /// Compiles a `when` list into a bit mask, reporting unknown names.

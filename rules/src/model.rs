@@ -315,16 +315,91 @@ impl Rule {
 pub struct NumberPlan {
     /// Patterns per class, tried in the order subscriber, port, call_centre; first match wins.
     pub classes: Vec<(AddrClass, Vec<Regex>)>,
+    /// Every pattern in one DFA, in that order; `None` when the patterns do not make one
+    /// (too large, or a Unicode word boundary), and the regexes are run one by one.
+    dfa: Option<PlanDfa>,
+}
+
+/// The plan's patterns as one dense DFA that needs no cache: two lookups per record, where
+/// the regexes took a cache from a pool shared by the decoding threads per pattern tried.
+#[derive(Debug, Clone)]
+struct PlanDfa {
+    dfa: regex_automata::dfa::dense::DFA<Vec<u32>>,
+    /// Per pattern: its class.
+    class_of: Vec<AddrClass>,
+}
+
+impl PlanDfa {
+    /// Largest DFA built for a plan; a bigger one is left to the regexes.
+    const SIZE_LIMIT: usize = 4 << 20;
+
+    fn new(classes: &[(AddrClass, Vec<Regex>)]) -> Option<PlanDfa> {
+        use regex_automata::MatchKind;
+        use regex_automata::dfa::dense;
+        let (class_of, patterns): (Vec<AddrClass>, Vec<&str>) = classes
+            .iter()
+            .flat_map(|(c, pats)| pats.iter().map(move |p| (*c, p.as_str())))
+            .unzip();
+        let dfa = dense::Builder::new()
+            .configure(
+                dense::DFA::config()
+                    .match_kind(MatchKind::All)
+                    .dfa_size_limit(Some(Self::SIZE_LIMIT))
+                    .determinize_size_limit(Some(Self::SIZE_LIMIT)),
+            )
+            .build_many(&patterns)
+            .ok()?;
+        Some(PlanDfa { dfa, class_of })
+    }
+
+    /// The class of the first pattern (in plan order) matching anywhere in `addr`.
+    fn classify(&self, addr: &str) -> AddrClass {
+        use regex_automata::Input;
+        use regex_automata::dfa::{Automaton, OverlappingState};
+        let input = Input::new(addr);
+        let mut state = OverlappingState::start();
+        let mut first = usize::MAX;
+        loop {
+            // A DFA built without size-limited search options cannot fail on a `&str`.
+            if self.dfa.try_search_overlapping_fwd(&input, &mut state).is_err() {
+                return AddrClass::Other;
+            }
+            match state.get_match() {
+                Some(m) => first = first.min(m.pattern().as_usize()),
+                None => break,
+            }
+        }
+        self.class_of.get(first).copied().unwrap_or(AddrClass::Other)
+    }
 }
 
 impl NumberPlan {
+    /// The plan from patterns per class, in the order they are tried.
+    pub fn new(classes: Vec<(AddrClass, Vec<Regex>)>) -> NumberPlan {
+        let dfa = PlanDfa::new(&classes);
+        NumberPlan { classes, dfa }
+    }
+
     pub fn classify(&self, addr: &str) -> AddrClass {
+        match &self.dfa {
+            Some(d) => d.classify(addr),
+            None => self.classify_by_regexes(addr),
+        }
+    }
+
+    /// [`classify`](Self::classify) by running each class's regexes in turn.
+    pub fn classify_by_regexes(&self, addr: &str) -> AddrClass {
         for (class, pats) in &self.classes {
             if pats.iter().any(|p| p.is_match(addr)) {
                 return *class;
             }
         }
         AddrClass::Other
+    }
+
+    /// Whether the patterns run as one DFA.
+    pub fn is_one_dfa(&self) -> bool {
+        self.dfa.is_some()
     }
 }
 
@@ -402,5 +477,71 @@ impl Pack {
     /// The pack hash as 16 hex digits.
     pub fn hash_hex(&self) -> String {
         format!("{:016x}", self.hash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn plan(classes: &[(AddrClass, &[&str])]) -> NumberPlan {
+        NumberPlan::new(
+            classes
+                .iter()
+                .map(|(c, pats)| (*c, pats.iter().map(|p| Regex::new(p).expect("valid pattern")).collect()))
+                .collect(),
+        )
+    }
+
+    /// The default plan, several patterns to a class, classes that overlap (the first wins),
+    /// unanchored and Unicode patterns, an empty class.
+    fn plans() -> Vec<NumberPlan> {
+        use AddrClass::*;
+        vec![
+            plan(&[
+                (Subscriber, &["^1[3-9][0-9]{9}$"]),
+                (Port, &["^106[0-9]*$"]),
+                (CallCentre, &["^9[56][0-9]*$"]),
+            ]),
+            plan(&[
+                (Subscriber, &["^(\\+?86)?1[3-9]\\d{9}$", "^0[1-9]\\d{9,10}$"]),
+                (Port, &["^10(65|69)", "^1[3-9]"]),
+                (CallCentre, &["95", "^4008\\d+$"]),
+            ]),
+            plan(&[(Subscriber, &[]), (Port, &["\\d{5,}", "^$"]), (CallCentre, &["号|號", "(?i)TD"])]),
+        ]
+    }
+
+    /// Built once: a DFA takes a while to build in a debug build.
+    static PLANS: std::sync::LazyLock<Vec<NumberPlan>> = std::sync::LazyLock::new(plans);
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// The one DFA gives the class the regexes give, tried in turn.
+        #[test]
+        fn the_plans_dfa_classifies_as_its_regexes(addr in "(\\+86|0|1|10|106|1065|95|96|4008)?[0-9]{0,12}(号|td|TD|x|é)?") {
+            for p in PLANS.iter() {
+                prop_assert!(p.is_one_dfa());
+                prop_assert_eq!(p.classify(&addr), p.classify_by_regexes(&addr), "{}", addr);
+            }
+        }
+    }
+
+    #[test]
+    fn a_plan_the_dfa_cannot_hold_runs_its_regexes() {
+        // A Unicode word boundary: the regexes handle it, a dense DFA does not.
+        let p = plan(&[(AddrClass::Subscriber, &["\\b1\\d+\\b"]), (AddrClass::Port, &["^106"])]);
+        assert!(!p.is_one_dfa());
+        assert_eq!(p.classify("13800000000"), AddrClass::Subscriber);
+        assert_eq!(p.classify("1065"), AddrClass::Subscriber);
+        assert_eq!(p.classify("x"), AddrClass::Other);
+        let d = &plans()[0];
+        assert_eq!(d.classify("13800000000"), AddrClass::Subscriber);
+        assert_eq!(d.classify("10690001"), AddrClass::Port);
+        assert_eq!(d.classify("95588"), AddrClass::CallCentre);
+        assert_eq!(d.classify("12345"), AddrClass::Other);
     }
 }

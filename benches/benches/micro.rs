@@ -105,7 +105,7 @@ fn fingerprint(c: &mut Criterion) {
     });
     let pack = default_pack();
     g.bench_function("content_classes_default_pack", |bench| {
-        bench.iter(|| black_box(pack.lexicon.classify(&text::fold_width(black_box(text)))))
+        bench.iter(|| black_box(pack.lexicon.classify_text(black_box(text))))
     });
     g.finish();
 }

@@ -4,7 +4,7 @@
 //! costs one allocation per record, not one per field. Derived fields (the signature taken
 //! from `【…】`, the port, the registry's `sp`) are spans too.
 
-use anning_rules::text::{Lexicon, bare, fingerprint, fold_width};
+use anning_rules::text::{Lexicon, bare, fingerprint};
 use anning_rules::{AddrClass, DlrStatus, Field, NumberPlan, Pack, PortClass, RecordKind};
 
 use crate::registry::Registry;
@@ -290,10 +290,9 @@ impl RecordBuilder {
                 unsubscribe = en.unsubscribe.contains(&b);
             }
             if !en.lexicon.is_empty() || en.fingerprint {
-                let n = fold_width(text);
-                content = en.lexicon.classify(&n);
+                content = en.lexicon.classify_text(text);
                 if en.fingerprint
-                    && let Some(fp) = fingerprint(&n)
+                    && let Some(fp) = fingerprint(text)
                 {
                     let mut hex = [0u8; 16];
                     for (i, b) in hex.iter_mut().enumerate() {

@@ -35,14 +35,7 @@ pub fn fold_width(text: &str) -> std::borrow::Cow<'_, str> {
     let mut copied = 0;
     loop {
         out.extend_from_slice(&b[copied..at]);
-        out.push(match b[at + 1] {
-            // U+FF01..U+FF3F: `EF BC 81..BF`, to 0x21..0x5F.
-            0xBC => 0x20 + (b[at + 2] & 0x3F),
-            // U+FF40..U+FF5E: `EF BD 80..9E`, to 0x60..0x7E.
-            0xBD => 0x60 + (b[at + 2] & 0x3F),
-            // U+3000.
-            _ => b' ',
-        });
+        out.push(wide_to_ascii(b, at));
         copied = at + 3;
         match next_wide(b, copied) {
             Some(next) => at = next,
@@ -52,6 +45,18 @@ pub fn fold_width(text: &str) -> std::borrow::Cow<'_, str> {
     out.extend_from_slice(&b[copied..]);
     // Whole characters were replaced by ASCII bytes between whole characters.
     std::borrow::Cow::Owned(String::from_utf8(out).expect("UTF-8 folded by whole characters"))
+}
+
+/// The ASCII byte the full-width form or ideographic space at `b[at..at + 3]` folds to.
+fn wide_to_ascii(b: &[u8], at: usize) -> u8 {
+    match b[at + 1] {
+        // U+FF01..U+FF3F: `EF BC 81..BF`, to 0x21..0x5F.
+        0xBC => 0x20 + (b[at + 2] & 0x3F),
+        // U+FF40..U+FF5E: `EF BD 80..9E`, to 0x60..0x7E.
+        0xBD => 0x60 + (b[at + 2] & 0x3F),
+        // U+3000.
+        _ => b' ',
+    }
 }
 
 /// Where the next full-width form or ideographic space starts in `b` at or after `from`.
@@ -117,6 +122,9 @@ pub struct Lexicon {
     /// Per automaton pattern: the class it belongs to.
     term_class: Vec<u8>,
     ac: Option<AhoCorasick>,
+    /// The ASCII bytes (lower case) that occur in some term: a full-width form folds to one
+    /// of them or does not matter to a match.
+    term_bytes: [bool; 128],
 }
 
 /// Most content classes a pack may define (one bit each in a `u8`).
@@ -143,7 +151,12 @@ impl Lexicon {
                 .build(&patterns)
                 .expect("terms are plain strings")
         });
+        let mut term_bytes = [false; 128];
+        for b in patterns.iter().flat_map(|p| p.bytes()).filter(u8::is_ascii) {
+            term_bytes[b.to_ascii_lowercase() as usize] = true;
+        }
         Lexicon {
+            term_bytes,
             classes: classes.into_iter().map(|(n, _, m)| (n, m)).collect(),
             term_class,
             ac,
@@ -157,6 +170,25 @@ impl Lexicon {
     /// Bit of the class named `name`.
     pub fn bit(&self, name: &str) -> Option<u8> {
         self.classes.iter().position(|(n, _)| n == name).map(|i| 1 << i)
+    }
+
+    /// [`classify`](Self::classify) of the text with full-width forms folded, folding only
+    /// when it changes a match. Terms are valid UTF-8 without full-width forms, so they match
+    /// whole characters only, and a form whose ASCII is in no term cannot be part of a match
+    /// either way: `，` (most Chinese texts have one) is left as it is unless a term has `,`.
+    pub fn classify_text(&self, text: &str) -> u8 {
+        if self.ac.is_none() {
+            return 0;
+        }
+        let b = text.as_bytes();
+        let mut from = 0;
+        while let Some(at) = next_wide(b, from) {
+            if self.term_bytes[wide_to_ascii(b, at).to_ascii_lowercase() as usize] {
+                return self.classify(&fold_width(text));
+            }
+            from = at + 3;
+        }
+        self.classify(text)
     }
 
     /// The classes a text belongs to, as a bit mask. The text needs full-width forms folded
@@ -197,12 +229,15 @@ impl Lexicon {
 /// message keeps that near 0.8, so a sender's messages mostly share one value. `None` for
 /// texts with fewer than [`FINGERPRINT_MIN_CHARS`] such characters: short everyday texts
 /// ("在吗", "到家了吗") are common to everyone and say nothing about a common origin.
-pub fn fingerprint(normalized: &str) -> Option<u64> {
+///
+/// The text may be folded ([`fold_width`]) or not: a full-width form is skipped like the
+/// ASCII letter, digit or punctuation it folds to.
+pub fn fingerprint(text: &str) -> Option<u64> {
     let mut win = [0u32; 3];
     let mut n = 0usize;
     let mut min = u64::MAX;
-    for c in normalized.chars() {
-        if is_noise(c) || c.is_ascii_alphanumeric() {
+    for c in text.chars() {
+        if is_noise(c) || c.is_ascii_alphanumeric() || ('\u{FF01}'..='\u{FF5E}').contains(&c) {
             continue;
         }
         win = [win[1], win[2], c as u32];
@@ -238,6 +273,22 @@ mod tests {
             .collect()
     }
 
+    static LEXICONS: std::sync::LazyLock<Vec<Lexicon>> = std::sync::LazyLock::new(|| {
+        let lx = |classes: &[(&str, &[&str], u32)]| {
+            Lexicon::new(
+                classes
+                    .iter()
+                    .map(|(n, terms, min)| (n.to_string(), terms.iter().map(|t| normalize(t)).collect(), *min))
+                    .collect(),
+            )
+        };
+        vec![
+            lx(&[("m", &["领券", "t.cn/", "回t", "退订"], 2), ("f", &["佣金", "a,b", "x y"], 1)]),
+            lx(&[("cjk", &["领券", "抢购", "双十一"], 1)]),
+            lx(&[("ascii", &["ab", "1!", ":/"], 1), ("wide", &["ＡＢ", "。"], 1)]),
+        ]
+    });
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(3000))]
 
@@ -250,6 +301,20 @@ mod tests {
             let folded = fold_width(&text);
             prop_assert_eq!(folded.as_ref(), fold_by_chars(&text));
             prop_assert_eq!(matches!(folded, std::borrow::Cow::Borrowed(_)), fold_by_chars(&text) == text);
+        }
+
+        /// Classes and fingerprints of a text as it came equal those of the folded text,
+        /// with terms that have ASCII letters, punctuation and a space, and others that
+        /// have none.
+        #[test]
+        fn features_of_the_unfolded_text_are_those_of_the_folded_one(
+            text in "[a-zA-Z0-9 .,/:!，。【】领券退订抢购双十一佣金\u{FF01}-\u{FF5E}\u{3000}\u{3002}]{0,30}"
+        ) {
+            let folded = fold_width(&text);
+            for lx in &*LEXICONS {
+                prop_assert_eq!(lx.classify_text(&text), lx.classify(&folded), "{}", text);
+            }
+            prop_assert_eq!(fingerprint(&text), fingerprint(&folded));
         }
     }
 

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use anning_detector::engine::{Keyer, Routes};
 use anning_detector::{Enricher, Record, RecordBuilder};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::file::reader::ChunkReader;
 
 use crate::decode::csv::{CsvColumns, CsvFields};
 use crate::decode::parquet::{BatchColumns, ParquetFields};
@@ -133,7 +134,12 @@ pub fn read(input: &Input, en: Enricher<'_>, sink: &mut impl Sink) -> Result<(),
             read_jsonl(&name, BufReader::with_capacity(1 << 20, reader), en, sink).map_err(io)
         }
         Format::Csv => read_csv(&name, input.path.as_deref().expect("csv is a file"), en, sink),
-        Format::Parquet => read_parquet(&name, input.path.as_deref().expect("parquet is a file"), en, sink),
+        Format::Parquet => read_parquet(
+            &name,
+            parquet_file(&name, input.path.as_deref().expect("parquet is a file"))?,
+            en,
+            sink,
+        ),
     }
 }
 
@@ -143,9 +149,9 @@ pub struct Pool<'a> {
     pub keyer: &'a Arc<Keyer>,
 }
 
-/// [`read`], with JSON Lines decoded, enriched and routed on `pool`'s threads while this one
-/// reads ahead (CSV and Parquet as [`read`] does). The sink gets the same records, rejects
-/// and line numbers in the same order.
+/// [`read`], with JSON Lines and Parquet decoded, enriched and routed on `pool`'s threads
+/// while this one reads ahead (CSV as [`read`] does). The sink gets the same records,
+/// rejects and line (row) numbers in the same order.
 pub fn read_pooled(input: &Input, en: Enricher<'_>, pool: Pool<'_>, sink: &mut impl Sink) -> Result<(), SourceError> {
     let name = input.name();
     let io = |source| SourceError::Io {
@@ -160,6 +166,7 @@ pub fn read_pooled(input: &Input, en: Enricher<'_>, pool: Pool<'_>, sink: &mut i
             let file = File::open(p).map_err(io)?;
             read_jsonl_pooled(&name, BufReader::with_capacity(1 << 20, file), pool, sink).map_err(io)
         }
+        (Format::Parquet, Some(p)) => read_parquet_pooled(&name, parquet_file(&name, p)?, pool, sink),
         _ => read(input, en, sink),
     }
 }
@@ -173,7 +180,8 @@ fn blank(bytes: &[u8]) -> bool {
     t.is_empty() || !t[0].is_ascii() && std::str::from_utf8(t).is_ok_and(|l| l.trim().is_empty())
 }
 
-/// Gives the oldest chunk in flight to `sink`, each line as a routed record or a reject.
+/// Gives the oldest chunk in flight to `sink`, each line (row) as a routed record or a
+/// reject (with the line's text; a row has none).
 fn give(name: &str, decoders: &mut Decoders, numbers: &mut VecDeque<Vec<u64>>, sink: &mut impl Sink) {
     let (decoded, chunk) = decoders.next_decoded().expect("a chunk in flight");
     let lines = numbers.pop_front().expect("line numbers of each chunk sent");
@@ -181,10 +189,21 @@ fn give(name: &str, decoders: &mut Decoders, numbers: &mut VecDeque<Vec<u64>>, s
     for (i, (d, &line)) in decoded.into_iter().zip(&lines).enumerate() {
         match d {
             Ok((rec, routes)) => sink.routed(rec, routes, line),
-            Err(bad) => sink.reject(reject(name, line, bad, Some(&String::from_utf8_lossy(chunk.value(i))))),
+            Err(bad) => {
+                let text = chunk.is_values().then(|| String::from_utf8_lossy(chunk.value(i)));
+                sink.reject(reject(name, line, bad, text.as_deref()))
+            }
         }
     }
     decoders.recycle(chunk);
+}
+
+/// Gives every chunk still in flight, in order, after the reading ends.
+fn give_rest(name: &str, decoders: &mut Decoders, numbers: &mut VecDeque<Vec<u64>>, sink: &mut impl Sink) {
+    while decoders.in_flight() > 0 {
+        give(name, decoders, numbers, sink);
+    }
+    assert!(decoders.next_decoded().is_none(), "every chunk given back");
 }
 
 fn read_jsonl_pooled(name: &str, r: impl BufRead, pool: Pool<'_>, sink: &mut impl Sink) -> std::io::Result<()> {
@@ -217,10 +236,7 @@ fn read_jsonl_pooled(name: &str, r: impl BufRead, pool: Pool<'_>, sink: &mut imp
     if decoders.in_flight() > before {
         numbers.push_back(held);
     }
-    while decoders.in_flight() > 0 {
-        give(name, decoders, &mut numbers, sink);
-    }
-    assert!(decoders.next_decoded().is_none(), "every chunk given back");
+    give_rest(name, decoders, &mut numbers, sink);
     read
 }
 
@@ -340,17 +356,70 @@ fn read_csv(name: &str, path: &Path, en: Enricher<'_>, sink: &mut impl Sink) -> 
 /// 3 alternating pairs: 658/639/699 -> 692/725/752 k/s).
 const PARQUET_BATCH: usize = 1024;
 
-fn read_parquet(name: &str, path: &Path, en: Enricher<'_>, sink: &mut impl Sink) -> Result<(), SourceError> {
+/// The batches of a Parquet file.
+fn parquet_file(name: &str, path: &Path) -> Result<ParquetRecordBatchReader, SourceError> {
     let file = File::open(path).map_err(|source| SourceError::Io {
         path: name.to_string(),
         source,
     })?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+    parquet_batches(name, file)
+}
+
+/// The batches of Parquet data (a file, or bytes in tests).
+fn parquet_batches(name: &str, data: impl ChunkReader + 'static) -> Result<ParquetRecordBatchReader, SourceError> {
+    ParquetRecordBatchReaderBuilder::try_new(data)
         .and_then(|b| b.with_batch_size(PARQUET_BATCH).build())
         .map_err(|source| SourceError::Parquet {
             path: name.to_string(),
             source,
-        })?;
+        })
+}
+
+/// [`read_parquet`] with each batch's rows decoded on `pool`'s threads while this one reads
+/// (and decompresses) the next batches.
+fn read_parquet_pooled(name: &str, reader: ParquetRecordBatchReader, pool: Pool<'_>, sink: &mut impl Sink) -> Result<(), SourceError> {
+    let Pool { decoders, keyer } = pool;
+    // The row numbers of each chunk in flight, oldest first.
+    let mut numbers: VecDeque<Vec<u64>> = VecDeque::new();
+    let mut row_no = 0u64;
+    let mut read = Ok(());
+    for batch in reader {
+        let batch = match batch {
+            Ok(b) => b,
+            Err(source) => {
+                read = Err(SourceError::Arrow {
+                    path: name.to_string(),
+                    source,
+                });
+                break;
+            }
+        };
+        let rows = batch.num_rows() as u64;
+        if rows == 0 {
+            continue;
+        }
+        let mut chunk = decoders.chunk();
+        chunk.set_batch(batch);
+        decoders.send(keyer, chunk);
+        numbers.push_back((row_no + 1..=row_no + rows).collect());
+        row_no += rows;
+        sink.progress(row_no);
+        if decoders.in_flight() >= IN_FLIGHT {
+            give(name, decoders, &mut numbers, sink);
+        }
+    }
+    // What was read before the end (or an error) is given, in order, before returning.
+    let before = decoders.in_flight();
+    let last = decoders.chunk();
+    decoders.close(keyer, last);
+    if decoders.in_flight() > before {
+        numbers.push_back(Vec::new());
+    }
+    give_rest(name, decoders, &mut numbers, sink);
+    read
+}
+
+fn read_parquet(name: &str, reader: ParquetRecordBatchReader, en: Enricher<'_>, sink: &mut impl Sink) -> Result<(), SourceError> {
     let mut b = RecordBuilder::default();
     let mut row_no = 0u64;
     for batch in reader {
@@ -462,6 +531,99 @@ mod tests {
                 "records routed, rejects not"
             );
             assert_eq!(pooled.done, alone.done, "progress in bytes read");
+        }
+    }
+
+    /// A day of rows as Parquet in memory, in row groups of `group` rows: the sample lines
+    /// that parse, each repeated, with rows to reject (a type not in the contract, a time
+    /// that is not one, no `ts`) among them.
+    fn parquet_day(rows: usize, group: usize) -> bytes::Bytes {
+        use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray};
+        use arrow::datatypes::{DataType, Field, Schema};
+        use arrow::record_batch::RecordBatch;
+        use parquet::arrow::ArrowWriter;
+        use parquet::file::properties::WriterProperties;
+
+        let mut lines: Vec<serde_json::Value> = day()
+            .split(|&b| b == b'\n')
+            .filter_map(|l| serde_json::from_slice(l).ok())
+            .take(200)
+            .collect();
+        lines.push(serde_json::json!({"ts": 1, "type": "mms", "src": "13800138000"}));
+        lines.push(serde_json::json!({"ts": "not a time", "type": "sms", "src": "13800138000"}));
+        lines.push(serde_json::json!({"type": "sms", "src": "13800138000"}));
+        let rows: Vec<&serde_json::Value> = lines.iter().cycle().take(rows).collect();
+        let text = |c: &str| -> ArrayRef {
+            Arc::new(StringArray::from(
+                rows.iter()
+                    .map(|r| match &r[c] {
+                        serde_json::Value::Null => None,
+                        serde_json::Value::String(s) => Some(s.clone()),
+                        other => Some(other.to_string()),
+                    })
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        let strings = [
+            "ts", "type", "id", "src", "dst", "text", "sig", "cell", "imei", "ref", "status", "err",
+        ];
+        let mut fields: Vec<Field> = strings.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect();
+        let mut columns: Vec<ArrayRef> = strings.iter().map(|c| text(c)).collect();
+        fields.push(Field::new("answered", DataType::Boolean, true));
+        columns.push(Arc::new(BooleanArray::from(
+            rows.iter().map(|r| r["answered"].as_bool()).collect::<Vec<_>>(),
+        )));
+        fields.push(Field::new("dur", DataType::Float64, true));
+        columns.push(Arc::new(Float64Array::from(
+            rows.iter().map(|r| r["dur"].as_f64()).collect::<Vec<_>>(),
+        )));
+        let schema = Arc::new(Schema::new(fields));
+        let props = WriterProperties::builder().set_max_row_group_row_count(Some(group)).build();
+        let mut out = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut out, Arc::clone(&schema), Some(props)).unwrap();
+        w.write(&RecordBatch::try_new(schema, columns).unwrap()).unwrap();
+        w.close().unwrap();
+        bytes::Bytes::from(out)
+    }
+
+    /// Parquet decoded on the pool's threads gives the sink what one thread gives: the same
+    /// records and rejects at the same rows, in order, with the keyer's routes.
+    #[test]
+    fn pooled_parquet_gives_what_one_thread_gives() {
+        let pack = Arc::new(anning_rules::default_pack());
+        let registry = Registry::parse("port,sp,class,signatures\n10690001234,901234,marketing,京东\n").unwrap();
+        let en = Enricher::new(&pack, &registry);
+        let keyer = Arc::new(Keyer::new(Arc::clone(&pack)));
+        let mut decoders = Decoders::new(2, &registry, "line").unwrap();
+        // Past the batches in flight, in row groups that split batches; twice over the same
+        // decoders; smaller than a batch; no rows.
+        let many = (IN_FLIGHT + 3) * PARQUET_BATCH + 77;
+        for (rows, group) in [(many, 1000), (many, 1000), (300, 128), (0, 128)] {
+            let data = parquet_day(rows, group);
+            let mut alone = Got::default();
+            read_parquet("day", parquet_batches("day", data.clone()).unwrap(), en, &mut alone).unwrap();
+            assert_eq!(alone.given.len(), rows);
+            if rows > 1000 {
+                assert!(alone.given.iter().any(|(_, g)| g.contains("\"reason\"")), "some rows rejected");
+            }
+            let mut pooled = Got {
+                keyer: Some(Arc::clone(&keyer)),
+                ..Got::default()
+            };
+            let pool = Pool {
+                decoders: &mut decoders,
+                keyer: &keyer,
+            };
+            read_parquet_pooled("day", parquet_batches("day", data).unwrap(), pool, &mut pooled).unwrap();
+            assert_eq!(pooled.given.len(), alone.given.len());
+            for (a, b) in alone.given.iter().zip(&pooled.given) {
+                assert_eq!(a, b);
+            }
+            assert_eq!(
+                pooled.routed + alone.given.iter().filter(|(_, g)| g.contains("\"reason\"")).count(),
+                rows
+            );
+            assert_eq!(pooled.done, alone.done);
         }
     }
 }

@@ -10,7 +10,10 @@ use anning_detector::engine::{Keyer, Routes};
 use anning_detector::{Enricher, Record, RecordBuilder, Registry};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
+use arrow::record_batch::RecordBatch;
+
 use super::jsonl::JsonFields;
+use super::parquet::{BatchColumns, ParquetFields};
 use super::{Bad, RejectReason, assemble};
 
 /// Decodes one value (a JSON object, the record contract; a trailing line end is ignored).
@@ -32,26 +35,44 @@ pub fn decode_value(bytes: &[u8], what: &str, b: &mut RecordBuilder, en: Enriche
 pub const CHUNK: usize = 1024;
 
 /// Consecutive values, copied out of the consumer's buffers or the file's reader so that
-/// another thread can decode them while more are gathered.
+/// another thread can decode them while more are gathered; or the rows of a columnar batch
+/// (Parquet), shared with the reader.
 #[derive(Default)]
 pub struct Chunk {
     bytes: Vec<u8>,
     /// Where each value ends in `bytes`.
     ends: Vec<usize>,
+    /// A batch of rows, decoded instead of values (a chunk holds one or the other).
+    batch: Option<RecordBatch>,
 }
 
 impl Chunk {
     pub fn push(&mut self, payload: Option<&[u8]>) {
+        debug_assert!(self.batch.is_none(), "values or a batch, not both");
         self.bytes.extend_from_slice(payload.unwrap_or_default());
         self.ends.push(self.bytes.len());
     }
 
+    /// Makes this (empty) chunk the rows of `batch`.
+    pub fn set_batch(&mut self, batch: RecordBatch) {
+        debug_assert!(self.ends.is_empty(), "values or a batch, not both");
+        self.batch = Some(batch);
+    }
+
     pub fn len(&self) -> usize {
-        self.ends.len()
+        match &self.batch {
+            Some(b) => b.num_rows(),
+            None => self.ends.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
+    }
+
+    /// Whether the chunk holds values (bytes), not a batch of rows.
+    pub fn is_values(&self) -> bool {
+        self.batch.is_none()
     }
 
     /// The `i`th value.
@@ -60,9 +81,21 @@ impl Chunk {
         &self.bytes[start..self.ends[i]]
     }
 
-    /// Each value decoded, enriched and routed for the shards.
+    /// Each value (or row) decoded, enriched and routed for the shards.
     fn decode(&self, b: &mut RecordBuilder, keyer: &Keyer, registry: &Registry, what: &str) -> Decoded {
         let en = Enricher::new(keyer.pack(), registry);
+        if let Some(batch) = &self.batch {
+            let columns = BatchColumns::new(batch);
+            let typed = columns.typed();
+            return (0..batch.num_rows())
+                .map(|row| {
+                    assemble(&mut ParquetFields { columns: &typed, row }, b, en).map(|rec| {
+                        let routes = keyer.routes(&rec);
+                        (rec, routes)
+                    })
+                })
+                .collect();
+        }
         let mut start = 0;
         self.ends
             .iter()
@@ -204,6 +237,7 @@ impl Decoders {
     pub fn recycle(&mut self, mut chunk: Chunk) {
         chunk.bytes.clear();
         chunk.ends.clear();
+        chunk.batch = None;
         self.free.push(chunk);
     }
 }

@@ -25,7 +25,7 @@ use crate::source::{self, Input, SourceError};
 
 /// Records per batch sent to the shards.
 pub const BATCH: usize = 4096;
-/// Threads decoding JSON Lines beside the reading thread and the shards.
+/// Threads decoding JSON Lines and Parquet beside the reading thread and the shards.
 const DECODERS: usize = 2;
 /// How many rejects the summary keeps as samples.
 pub const SAMPLES: usize = 5;

@@ -7,7 +7,7 @@ use rdkafka::message::BorrowedMessage;
 
 use super::{Out, Topic};
 use crate::decode::Bad;
-pub(super) use crate::decode::pool::{CHUNK, Decoders};
+pub(super) use crate::decode::pool::{CHUNK, Decoded, Decoders};
 
 /// Decodes one message value (a JSON object, the record contract).
 pub(super) fn decode(payload: Option<&[u8]>, b: &mut RecordBuilder, en: Enricher<'_>) -> Result<Record, Bad> {

@@ -556,50 +556,14 @@ pub fn run(
         let busy = inflight.as_ref().is_some_and(|p| p.batch.is_some() || !p.outs.is_empty());
         let batch_time = Duration::from_millis(cfg.batch_ms);
         let mut polled = 0u32;
-        // The clock is read every 64 messages: once per message it cost 3 % of the loop.
-        while msgs.len() + outs.len() < cfg.batch_max && (!polled.is_multiple_of(64) || started.elapsed() < batch_time) {
-            polled += 1;
-            // Wait for the first message; after it, take what has already arrived and no
-            // more: a batch is what came in while the last one ran (large under load, a
-            // few records when quiet), so a record never waits for a batch to fill.
-            let wait = if msgs.is_empty() && outs.is_empty() && !busy {
-                Duration::from_millis(cfg.batch_ms.min(100))
-            } else {
-                Duration::ZERO
-            };
-            let Some(msg) = consumer.poll(wait) else {
-                break;
-            };
-            let m = match msg {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!("consumer: {e}");
-                    break;
-                }
-            };
-            // A message this process already handled (re-fetched after a broker outage or a
-            // rebalance back to us) is skipped: its effects are in the state and its actions
-            // were acknowledged.
-            if done.get(&m.partition()).is_some_and(|&next| m.offset() < next) {
-                metrics.redelivered.fetch_add(1, Relaxed);
-                continue;
-            }
-            done.insert(m.partition(), m.offset() + 1);
-            next_offsets.insert(m.partition(), m.offset() + 1);
-            chunk.push(m.payload());
-            msgs.push(m);
-            if chunk.len() >= decode::CHUNK {
-                let next = decoders.chunk();
-                decoders.send(&keyer, std::mem::replace(&mut chunk, next));
-            }
-        }
-        // Then, in arrival order as the chunks come back decoded, what depends on the records
-        // before: joins and the watermark.
-        decoders.close(&keyer, chunk);
-        let mut arrived = msgs.iter();
-        while let Some((decoded, chunk)) = decoders.next_decoded() {
-            decoders.recycle(chunk);
-            for (d, m) in decoded.into_iter().zip(arrived.by_ref()) {
+        // What depends on the records before (joins, the watermark) is done in arrival order
+        // as chunks come back decoded: during polling for those already back, so that the
+        // decoding threads and the shards are not left idle while all of it is done at the
+        // end of the batch. Messages `..stamped` are done.
+        let mut stamped = 0usize;
+        let mut stamp = |decoded: decode::Decoded, msgs: &[BorrowedMessage<'_>], outs: &mut Vec<Out>| {
+            debug_assert_eq!(decoded.len(), msgs.len(), "one decoded result per message");
+            for (d, m) in decoded.into_iter().zip(msgs) {
                 if !known.contains(&m.partition()) {
                     // Newly assigned partitions hold the watermark back from now on.
                     for p in consumer.context().assigned.lock().expect("lock").iter() {
@@ -641,8 +605,59 @@ pub fn run(
                     }
                 }
             }
+        };
+        // The clock is read every 64 messages: once per message it cost 3 % of the loop.
+        while msgs.len() + outs.len() < cfg.batch_max && (!polled.is_multiple_of(64) || started.elapsed() < batch_time) {
+            polled += 1;
+            // Wait for the first message; after it, take what has already arrived and no
+            // more: a batch is what came in while the last one ran (large under load, a
+            // few records when quiet), so a record never waits for a batch to fill.
+            let wait = if msgs.is_empty() && outs.is_empty() && !busy {
+                Duration::from_millis(cfg.batch_ms.min(100))
+            } else {
+                Duration::ZERO
+            };
+            let Some(msg) = consumer.poll(wait) else {
+                break;
+            };
+            let m = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!("consumer: {e}");
+                    break;
+                }
+            };
+            // A message this process already handled (re-fetched after a broker outage or a
+            // rebalance back to us) is skipped: its effects are in the state and its actions
+            // were acknowledged.
+            if done.get(&m.partition()).is_some_and(|&next| m.offset() < next) {
+                metrics.redelivered.fetch_add(1, Relaxed);
+                continue;
+            }
+            done.insert(m.partition(), m.offset() + 1);
+            next_offsets.insert(m.partition(), m.offset() + 1);
+            chunk.push(m.payload());
+            msgs.push(m);
+            if chunk.len() >= decode::CHUNK {
+                let next = decoders.chunk();
+                decoders.send(&keyer, std::mem::replace(&mut chunk, next));
+                while let Some((decoded, back)) = decoders.try_next_decoded() {
+                    decoders.recycle(back);
+                    let n = decoded.len();
+                    stamp(decoded, &msgs[stamped..stamped + n], &mut outs);
+                    stamped += n;
+                }
+            }
         }
-        debug_assert!(arrived.next().is_none(), "one decoded result per message");
+        // Then the rest, as the chunks still out come back decoded.
+        decoders.close(&keyer, chunk);
+        while let Some((decoded, back)) = decoders.next_decoded() {
+            decoders.recycle(back);
+            let n = decoded.len();
+            stamp(decoded, &msgs[stamped..stamped + n], &mut outs);
+            stamped += n;
+        }
+        debug_assert_eq!(stamped, msgs.len(), "one decoded result per message");
         drop(msgs);
         for p in ctx_revoked(&consumer) {
             wm.remove(p);

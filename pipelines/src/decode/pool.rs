@@ -222,15 +222,33 @@ impl Decoders {
         }
         while self.back.front().is_none_or(Option::is_none) {
             let (seq, chunk, decoded) = self.done.recv().expect("a decoding thread stopped");
-            let decoded = decoded.unwrap_or_else(|e| panic!("a decoding thread panicked: {e}"));
-            let at = seq - self.given;
-            if self.back.len() <= at {
-                self.back.resize_with(at + 1, || None);
-            }
-            self.back[at] = Some((decoded, chunk));
+            self.keep(seq, chunk, decoded);
         }
         self.given += 1;
         self.back.pop_front().flatten()
+    }
+
+    /// [`next_decoded`](Decoders::next_decoded) if the next chunk is back already, without
+    /// waiting and without ending the batch; `None` when it is not (or none is in flight).
+    pub fn try_next_decoded(&mut self) -> Option<(Decoded, Chunk)> {
+        while let Ok((seq, chunk, decoded)) = self.done.try_recv() {
+            self.keep(seq, chunk, decoded);
+        }
+        if self.given == self.sent || self.back.front().is_none_or(Option::is_none) {
+            return None;
+        }
+        self.given += 1;
+        self.back.pop_front().flatten()
+    }
+
+    /// Holds a chunk that came back decoded at its place in the order sent.
+    fn keep(&mut self, seq: usize, chunk: Chunk, decoded: Result<Decoded, String>) {
+        let decoded = decoded.unwrap_or_else(|e| panic!("a decoding thread panicked: {e}"));
+        let at = seq - self.given;
+        if self.back.len() <= at {
+            self.back.resize_with(at + 1, || None);
+        }
+        self.back[at] = Some((decoded, chunk));
     }
 
     /// Takes a chunk given back by [`Decoders::next_decoded`] to fill again.
@@ -281,17 +299,31 @@ mod tests {
     }
 
     /// One batch as the main loop runs it: full chunks to the threads, the rest closed.
-    fn run(decoders: &mut Decoders, keyer: &Arc<Keyer>, batch: &[Option<Vec<u8>>]) -> Decoded {
+    /// `early`: chunks already back are taken while sending (the daemon's loop), waiting
+    /// for one whenever two are out, so that taking early happens in every batch of more
+    /// than two chunks.
+    fn run(decoders: &mut Decoders, keyer: &Arc<Keyer>, batch: &[Option<Vec<u8>>], early: bool) -> Decoded {
         let mut chunk = decoders.chunk();
+        let mut got = Vec::new();
         for p in batch {
             chunk.push(p.as_deref());
             if chunk.len() >= CHUNK {
                 let next = decoders.chunk();
                 decoders.send(keyer, std::mem::replace(&mut chunk, next));
+                while early {
+                    match decoders.try_next_decoded() {
+                        Some((d, chunk)) => {
+                            assert_eq!(d.len(), chunk.len());
+                            got.extend(d);
+                            decoders.recycle(chunk);
+                        }
+                        None if decoders.in_flight() >= 2 => std::thread::yield_now(),
+                        None => break,
+                    }
+                }
             }
         }
         decoders.close(keyer, chunk);
-        let mut got = Vec::new();
         while let Some((d, chunk)) = decoders.next_decoded() {
             assert_eq!(d.len(), chunk.len());
             got.extend(d);
@@ -302,7 +334,8 @@ mod tests {
 
     /// Chunks decoded on the threads come back in the order sent, one result per message,
     /// each what decoding that message alone gives (rejects included, with their columns)
-    /// with the record's routes; batch after batch, large and small, the same decoders.
+    /// with the record's routes; batch after batch, large and small, the same decoders, with
+    /// chunks taken as they come back while sending or only at the end.
     #[test]
     fn chunks_decode_as_each_message_alone_and_come_back_in_order() {
         let pack = Arc::new(anning_rules::default_pack());
@@ -325,13 +358,15 @@ mod tests {
         );
         assert!(alone.iter().any(Result::is_ok) && alone.iter().any(Result::is_err));
         let mut decoders = Decoders::new(3, &registry, "message").unwrap();
-        for (from, to) in [(0, all.len()), (5, 17), (0, 0), (0, CHUNK), (1, 2 * CHUNK + 1), (0, all.len())] {
-            let got = run(&mut decoders, &keyer, &all[from..to]);
-            assert_eq!(got.len(), to - from, "batch {from}..{to}");
-            assert!(
-                got == alone[from..to],
-                "batch {from}..{to}: results differ from decoding each message alone"
-            );
+        for early in [false, true] {
+            for (from, to) in [(0, all.len()), (5, 17), (0, 0), (0, CHUNK), (1, 2 * CHUNK + 1), (0, all.len())] {
+                let got = run(&mut decoders, &keyer, &all[from..to], early);
+                assert_eq!(got.len(), to - from, "batch {from}..{to}");
+                assert!(
+                    got == alone[from..to],
+                    "batch {from}..{to} (taken early: {early}): results differ from decoding each message alone"
+                );
+            }
         }
     }
 }

@@ -310,7 +310,10 @@ mod tests {
             if chunk.len() >= CHUNK {
                 let next = decoders.chunk();
                 decoders.send(keyer, std::mem::replace(&mut chunk, next));
-                while early {
+                if !early {
+                    continue;
+                }
+                loop {
                     match decoders.try_next_decoded() {
                         Some((d, chunk)) => {
                             assert_eq!(d.len(), chunk.len());

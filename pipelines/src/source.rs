@@ -457,6 +457,24 @@ mod tests {
         routed: usize,
     }
 
+    impl Got {
+        /// A sink for a pooled reader, which checks each record's routes against `keyer`'s.
+        fn checking(keyer: &Arc<Keyer>) -> Got {
+            Got {
+                keyer: Some(Arc::clone(keyer)),
+                ..Got::default()
+            }
+        }
+
+        /// The same records and rejects at the same lines, in the same order.
+        fn assert_same_given(&self, other: &Got) {
+            assert_eq!(other.given.len(), self.given.len());
+            for (a, b) in self.given.iter().zip(&other.given) {
+                assert_eq!(a, b);
+            }
+        }
+    }
+
     impl Sink for Got {
         fn record(&mut self, r: Record, line: u64) {
             self.given.push((line, format!("{r:?}")));
@@ -513,19 +531,13 @@ mod tests {
         for bytes in [&day[..], &day[..], &day[..300]] {
             let mut alone = Got::default();
             read_jsonl("day", bytes, en, &mut alone).unwrap();
-            let mut pooled = Got {
-                keyer: Some(Arc::clone(&keyer)),
-                ..Got::default()
-            };
+            let mut pooled = Got::checking(&keyer);
             let pool = Pool {
                 decoders: &mut decoders,
                 keyer: &keyer,
             };
             read_jsonl_pooled("day", bytes, pool, &mut pooled).unwrap();
-            assert_eq!(pooled.given.len(), alone.given.len());
-            for (a, b) in alone.given.iter().zip(&pooled.given) {
-                assert_eq!(a, b);
-            }
+            alone.assert_same_given(&pooled);
             assert!(
                 pooled.routed > 0 && pooled.routed < pooled.given.len(),
                 "records routed, rejects not"
@@ -606,19 +618,13 @@ mod tests {
             if rows > 1000 {
                 assert!(alone.given.iter().any(|(_, g)| g.contains("\"reason\"")), "some rows rejected");
             }
-            let mut pooled = Got {
-                keyer: Some(Arc::clone(&keyer)),
-                ..Got::default()
-            };
+            let mut pooled = Got::checking(&keyer);
             let pool = Pool {
                 decoders: &mut decoders,
                 keyer: &keyer,
             };
             read_parquet_pooled("day", parquet_batches("day", data).unwrap(), pool, &mut pooled).unwrap();
-            assert_eq!(pooled.given.len(), alone.given.len());
-            for (a, b) in alone.given.iter().zip(&pooled.given) {
-                assert_eq!(a, b);
-            }
+            alone.assert_same_given(&pooled);
             assert_eq!(
                 pooled.routed + alone.given.iter().filter(|(_, g)| g.contains("\"reason\"")).count(),
                 rows

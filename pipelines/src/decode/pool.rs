@@ -8,9 +8,8 @@ use std::thread::{self, JoinHandle};
 
 use anning_detector::engine::{Keyer, Routes};
 use anning_detector::{Enricher, Record, RecordBuilder, Registry};
-use crossbeam_channel::{Receiver, Sender, unbounded};
-
 use arrow::record_batch::RecordBatch;
+use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use super::jsonl::JsonFields;
 use super::parquet::{BatchColumns, ParquetFields};
@@ -67,7 +66,7 @@ impl Chunk {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.len() == 0
     }
 
     /// Whether the chunk holds values (bytes), not a batch of rows.

@@ -5,8 +5,9 @@
 //! # How a batch goes
 //! 1. Poll up to `batch_max` messages for at most `batch_ms`.
 //! 2. Decode them: as messages are polled their values are copied into chunks of
-//!    1024, which `threads` decoding threads decode and enrich meanwhile. Then,
-//!    in arrival order, joins and the partitioned watermark. Bad or late records go to the
+//!    1024, which `threads` decoding threads decode, enrich and route meanwhile. As the
+//!    chunks come back (during polling for those already back, then the rest), in arrival
+//!    order, joins and the partitioned watermark. Bad or late records go to the
 //!    dead-letter topic with their original bytes and a reason header.
 //! 3. Broadcast the batch to the shard workers; gather the actions, ordered by the record
 //!    that caused them and then by (ts, dim, key, rule, id).

@@ -14,7 +14,7 @@ use parquet::file::reader::ChunkReader;
 
 use crate::decode::csv::{CsvColumns, CsvFields};
 use crate::decode::parquet::{BatchColumns, ParquetFields};
-use crate::decode::pool::{CHUNK, Decoders, decode_value};
+use crate::decode::pool::{CHUNK, Chunk, Decoders, decode_value};
 use crate::decode::{Bad, Reject, RejectReason, assemble};
 
 /// The formats replay reads.
@@ -198,8 +198,15 @@ fn give(name: &str, decoders: &mut Decoders, numbers: &mut VecDeque<Vec<u64>>, s
     decoders.recycle(chunk);
 }
 
-/// Gives every chunk still in flight, in order, after the reading ends.
-fn give_rest(name: &str, decoders: &mut Decoders, numbers: &mut VecDeque<Vec<u64>>, sink: &mut impl Sink) {
+/// Ends the reading: the `last` chunk (line numbers `held`) is closed, then every chunk
+/// still in flight given, in order.
+fn give_rest(name: &str, pool: Pool<'_>, last: Chunk, held: Vec<u64>, numbers: &mut VecDeque<Vec<u64>>, sink: &mut impl Sink) {
+    let Pool { decoders, keyer } = pool;
+    let before = decoders.in_flight();
+    decoders.close(keyer, last);
+    if decoders.in_flight() > before {
+        numbers.push_back(held);
+    }
     while decoders.in_flight() > 0 {
         give(name, decoders, numbers, sink);
     }
@@ -231,12 +238,7 @@ fn read_jsonl_pooled(name: &str, r: impl BufRead, pool: Pool<'_>, sink: &mut imp
         }
     };
     // What was read before the end (or an error) is given, in order, before returning.
-    let before = decoders.in_flight();
-    decoders.close(keyer, chunk);
-    if decoders.in_flight() > before {
-        numbers.push_back(held);
-    }
-    give_rest(name, decoders, &mut numbers, sink);
+    give_rest(name, Pool { decoders, keyer }, chunk, held, &mut numbers, sink);
     read
 }
 
@@ -409,13 +411,8 @@ fn read_parquet_pooled(name: &str, reader: ParquetRecordBatchReader, pool: Pool<
         }
     }
     // What was read before the end (or an error) is given, in order, before returning.
-    let before = decoders.in_flight();
     let last = decoders.chunk();
-    decoders.close(keyer, last);
-    if decoders.in_flight() > before {
-        numbers.push_back(Vec::new());
-    }
-    give_rest(name, decoders, &mut numbers, sink);
+    give_rest(name, Pool { decoders, keyer }, last, Vec::new(), &mut numbers, sink);
     read
 }
 

@@ -560,10 +560,11 @@ pub fn run(
         // What depends on the records before (joins, the watermark) is done in arrival order
         // as chunks come back decoded: during polling for those already back, so that the
         // decoding threads and the shards are not left idle while all of it is done at the
-        // end of the batch. Messages `..stamped` are done.
+        // end of the batch. Messages `..stamped` are done; `stamp` takes the next ones.
         let mut stamped = 0usize;
         let mut stamp = |decoded: decode::Decoded, msgs: &[BorrowedMessage<'_>], outs: &mut Vec<Out>| {
-            debug_assert_eq!(decoded.len(), msgs.len(), "one decoded result per message");
+            let msgs = &msgs[stamped..stamped + decoded.len()];
+            stamped += msgs.len();
             for (d, m) in decoded.into_iter().zip(msgs) {
                 if !known.contains(&m.partition()) {
                     // Newly assigned partitions hold the watermark back from now on.
@@ -644,9 +645,7 @@ pub fn run(
                 decoders.send(&keyer, std::mem::replace(&mut chunk, next));
                 while let Some((decoded, back)) = decoders.try_next_decoded() {
                     decoders.recycle(back);
-                    let n = decoded.len();
-                    stamp(decoded, &msgs[stamped..stamped + n], &mut outs);
-                    stamped += n;
+                    stamp(decoded, &msgs, &mut outs);
                 }
             }
         }
@@ -654,9 +653,7 @@ pub fn run(
         decoders.close(&keyer, chunk);
         while let Some((decoded, back)) = decoders.next_decoded() {
             decoders.recycle(back);
-            let n = decoded.len();
-            stamp(decoded, &msgs[stamped..stamped + n], &mut outs);
-            stamped += n;
+            stamp(decoded, &msgs, &mut outs);
         }
         debug_assert_eq!(stamped, msgs.len(), "one decoded result per message");
         drop(msgs);

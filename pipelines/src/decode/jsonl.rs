@@ -547,6 +547,18 @@ mod tests {
         }
     }
 
+    /// The three tables of the fields agree: `get`'s names, the scanner's words and serde's
+    /// struct (the last through the property test above).
+    #[test]
+    fn each_name_has_its_slot() {
+        for (i, name) in NAMES.iter().enumerate() {
+            assert_eq!(slot_of(name.as_bytes()), Some(i), "{name}");
+            assert_eq!(key_slot(name.as_bytes()), Some(i), "{name}");
+        }
+        assert_eq!(key_slot(b"tsx"), None);
+        assert_eq!(key_slot(b"answered1"), None);
+    }
+
     #[test]
     fn the_contracts_records_are_scanned() {
         for line in [

@@ -1,0 +1,192 @@
+use anning_detector::Registry;
+
+use super::json_lines::read_jsonl_pooled;
+use super::parquet_rows::{PARQUET_BATCH, parquet_batches, read_parquet, read_parquet_pooled};
+use super::*;
+use crate::decode::pool::CHUNK;
+
+/// What a sink was given, in order (records and rejects, at their lines), the progress
+/// last reported and, with a keyer, how many routed records had the keyer's routes.
+#[derive(Default)]
+struct Got {
+    given: Vec<(u64, String)>,
+    done: u64,
+    keyer: Option<Arc<Keyer>>,
+    routed: usize,
+}
+
+impl Got {
+    /// A sink for a pooled reader, which checks each record's routes against `keyer`'s.
+    fn checking(keyer: &Arc<Keyer>) -> Got {
+        Got {
+            keyer: Some(Arc::clone(keyer)),
+            ..Got::default()
+        }
+    }
+
+    /// The same records and rejects at the same lines, in the same order.
+    fn assert_same_given(&self, other: &Got) {
+        assert_eq!(other.given.len(), self.given.len());
+        for (a, b) in self.given.iter().zip(&other.given) {
+            assert_eq!(a, b);
+        }
+    }
+}
+
+impl Sink for Got {
+    fn record(&mut self, r: Record, line: u64) {
+        self.given.push((line, format!("{r:?}")));
+    }
+    fn routed(&mut self, r: Record, routes: Routes, line: u64) {
+        let keyer = self.keyer.as_ref().expect("routed records only from the pool");
+        assert!(routes == keyer.routes(&r), "line {line}: routes differ from the keyer's");
+        self.routed += 1;
+        self.record(r, line);
+    }
+    fn reject(&mut self, r: Reject) {
+        self.given.push((r.line, serde_json::to_string(&r).unwrap()));
+    }
+    fn progress(&mut self, done: u64) {
+        self.done = done;
+    }
+}
+
+/// Every sample line, good and bad, with blank lines (ASCII and ideographic spaces),
+/// CRLF ends and a line that is not UTF-8, repeated past the chunks a reader keeps in
+/// flight.
+fn day() -> Vec<u8> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/samples");
+    let mut one = Vec::new();
+    for name in ["contract.jsonl", "burst.jsonl", "dodger.jsonl"] {
+        one.extend(std::fs::read(dir.join(name)).unwrap());
+    }
+    one.extend_from_slice(b"\n   \n\xe3\x80\x80\r\n{\"ts\":1,\"type\":\"sms\",\"src\":\"1\xff\"}\r\n{\"ts\":\n");
+    let mut all = Vec::new();
+    while all.len() < 600 * 1024 * 8 {
+        all.extend_from_slice(&one);
+    }
+    all.extend_from_slice(b"{\"ts\":5,\"type\":\"call\"}");
+    all
+}
+
+/// Decoding on the pool's threads gives the sink what reading on one thread gives: the
+/// same records and rejects at the same lines, in the same order, and each record's
+/// routes as the keyer makes them for it.
+#[test]
+fn pooled_json_lines_give_what_one_thread_gives() {
+    let pack = Arc::new(anning_rules::default_pack());
+    let registry = Registry::parse("port,sp,class,signatures\n10690001234,901234,marketing,京东\n").unwrap();
+    let en = Enricher::new(&pack, &registry);
+    let keyer = Arc::new(Keyer::new(Arc::clone(&pack)));
+    let day = day();
+    let mut alone = Got::default();
+    read_jsonl("day", &day[..], en, &mut alone).unwrap();
+    assert!(alone.given.len() > (IN_FLIGHT + 2) * CHUNK, "more lines than the chunks in flight");
+    assert!(alone.given.iter().any(|(_, g)| g.contains("line is not valid UTF-8")));
+    assert!(alone.given.iter().any(|(_, g)| g.contains("\"reason\":\"malformed\"")));
+    let mut decoders = Decoders::new(2, &registry, "line").unwrap();
+    // Twice over the same decoders, then a file smaller than a chunk.
+    for bytes in [&day[..], &day[..], &day[..300]] {
+        let mut alone = Got::default();
+        read_jsonl("day", bytes, en, &mut alone).unwrap();
+        let mut pooled = Got::checking(&keyer);
+        let pool = Pool {
+            decoders: &mut decoders,
+            keyer: &keyer,
+        };
+        read_jsonl_pooled("day", bytes, pool, &mut pooled).unwrap();
+        alone.assert_same_given(&pooled);
+        assert!(
+            pooled.routed > 0 && pooled.routed < pooled.given.len(),
+            "records routed, rejects not"
+        );
+        assert_eq!(pooled.done, alone.done, "progress in bytes read");
+    }
+}
+
+/// A day of rows as Parquet in memory, in row groups of `group` rows: the sample lines
+/// that parse, each repeated, with rows to reject (a type not in the contract, a time
+/// that is not one, no `ts`) among them.
+fn parquet_day(rows: usize, group: usize) -> bytes::Bytes {
+    use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+
+    let mut lines: Vec<serde_json::Value> = day()
+        .split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .take(200)
+        .collect();
+    lines.push(serde_json::json!({"ts": 1, "type": "mms", "src": "13800138000"}));
+    lines.push(serde_json::json!({"ts": "not a time", "type": "sms", "src": "13800138000"}));
+    lines.push(serde_json::json!({"type": "sms", "src": "13800138000"}));
+    let rows: Vec<&serde_json::Value> = lines.iter().cycle().take(rows).collect();
+    let text = |c: &str| -> ArrayRef {
+        Arc::new(StringArray::from(
+            rows.iter()
+                .map(|r| match &r[c] {
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    other => Some(other.to_string()),
+                })
+                .collect::<Vec<_>>(),
+        ))
+    };
+    let strings = [
+        "ts", "type", "id", "src", "dst", "text", "sig", "cell", "imei", "ref", "status", "err",
+    ];
+    let mut fields: Vec<Field> = strings.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect();
+    let mut columns: Vec<ArrayRef> = strings.iter().map(|c| text(c)).collect();
+    fields.push(Field::new("answered", DataType::Boolean, true));
+    columns.push(Arc::new(BooleanArray::from(
+        rows.iter().map(|r| r["answered"].as_bool()).collect::<Vec<_>>(),
+    )));
+    fields.push(Field::new("dur", DataType::Float64, true));
+    columns.push(Arc::new(Float64Array::from(
+        rows.iter().map(|r| r["dur"].as_f64()).collect::<Vec<_>>(),
+    )));
+    let schema = Arc::new(Schema::new(fields));
+    let props = WriterProperties::builder().set_max_row_group_row_count(Some(group)).build();
+    let mut out = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut out, Arc::clone(&schema), Some(props)).unwrap();
+    w.write(&RecordBatch::try_new(schema, columns).unwrap()).unwrap();
+    w.close().unwrap();
+    bytes::Bytes::from(out)
+}
+
+/// Parquet decoded on the pool's threads gives the sink what one thread gives: the same
+/// records and rejects at the same rows, in order, with the keyer's routes.
+#[test]
+fn pooled_parquet_gives_what_one_thread_gives() {
+    let pack = Arc::new(anning_rules::default_pack());
+    let registry = Registry::parse("port,sp,class,signatures\n10690001234,901234,marketing,京东\n").unwrap();
+    let en = Enricher::new(&pack, &registry);
+    let keyer = Arc::new(Keyer::new(Arc::clone(&pack)));
+    let mut decoders = Decoders::new(2, &registry, "line").unwrap();
+    // Past the batches in flight, in row groups that split batches; twice over the same
+    // decoders; smaller than a batch; no rows.
+    let many = (IN_FLIGHT + 3) * PARQUET_BATCH + 77;
+    for (rows, group) in [(many, 1000), (many, 1000), (300, 128), (0, 128)] {
+        let data = parquet_day(rows, group);
+        let mut alone = Got::default();
+        read_parquet("day", parquet_batches("day", data.clone()).unwrap(), en, &mut alone).unwrap();
+        assert_eq!(alone.given.len(), rows);
+        if rows > 1000 {
+            assert!(alone.given.iter().any(|(_, g)| g.contains("\"reason\"")), "some rows rejected");
+        }
+        let mut pooled = Got::checking(&keyer);
+        let pool = Pool {
+            decoders: &mut decoders,
+            keyer: &keyer,
+        };
+        read_parquet_pooled("day", parquet_batches("day", data).unwrap(), pool, &mut pooled).unwrap();
+        alone.assert_same_given(&pooled);
+        assert_eq!(
+            pooled.routed + alone.given.iter().filter(|(_, g)| g.contains("\"reason\"")).count(),
+            rows
+        );
+        assert_eq!(pooled.done, alone.done);
+    }
+}

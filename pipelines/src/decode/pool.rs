@@ -1,6 +1,7 @@
 //! JSON values to records on decoding threads: chunks of consecutive values (a batch's
-//! messages in the daemon, a file's lines in replay) are decoded, enriched and routed while
-//! the caller gathers more, and come back in the order sent.
+//! messages in the daemon, a file's lines in replay), CSV rows or Parquet batches are
+//! decoded, enriched and routed while the caller gathers more, and come back in the order
+//! sent.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use anning_detector::{Enricher, Record, RecordBuilder, Registry};
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
+use super::csv::{CsvColumns, CsvFields};
 use super::jsonl::JsonFields;
 use super::parquet::{BatchColumns, ParquetFields};
 use super::{Bad, RejectReason, assemble};
@@ -34,15 +36,21 @@ pub fn decode_value(bytes: &[u8], what: &str, b: &mut RecordBuilder, en: Enriche
 pub const CHUNK: usize = 1024;
 
 /// Consecutive values, copied out of the consumer's buffers or the file's reader so that
-/// another thread can decode them while more are gathered; or the rows of a columnar batch
-/// (Parquet), shared with the reader.
+/// another thread can decode them while more are gathered; or CSV rows, split into fields
+/// by the reader; or the rows of a columnar batch (Parquet), shared with the reader. A chunk
+/// holds one of the three.
 #[derive(Default)]
 pub struct Chunk {
     bytes: Vec<u8>,
     /// Where each value ends in `bytes`.
     ends: Vec<usize>,
-    /// A batch of rows, decoded instead of values (a chunk holds one or the other).
+    /// A batch of rows, decoded instead of values.
     batch: Option<RecordBatch>,
+    /// CSV rows: the first `held` of `rows` (the others are kept to read into again), and
+    /// the columns of the file they come from (set while the chunk holds rows).
+    rows: Vec<csv::StringRecord>,
+    held: usize,
+    columns: Option<Arc<CsvColumns>>,
 }
 
 impl Chunk {
@@ -58,9 +66,32 @@ impl Chunk {
         self.batch = Some(batch);
     }
 
+    /// Reads the next row of `rdr` (a file whose columns are `columns`) into this chunk,
+    /// which holds rows of that file or nothing yet. The row read, or `None` at the end of
+    /// the file; a row that cannot be read is not kept.
+    pub fn read_row<R: std::io::Read>(
+        &mut self,
+        rdr: &mut csv::Reader<R>,
+        columns: &Arc<CsvColumns>,
+    ) -> csv::Result<Option<&csv::StringRecord>> {
+        debug_assert!(self.ends.is_empty() && self.batch.is_none(), "rows, values or a batch: one of them");
+        if self.columns.is_none() {
+            self.columns = Some(Arc::clone(columns));
+        }
+        if self.held == self.rows.len() {
+            self.rows.push(csv::StringRecord::new());
+        }
+        if !rdr.read_record(&mut self.rows[self.held])? {
+            return Ok(None);
+        }
+        self.held += 1;
+        Ok(Some(&self.rows[self.held - 1]))
+    }
+
     pub fn len(&self) -> usize {
         match &self.batch {
             Some(b) => b.num_rows(),
+            None if self.columns.is_some() => self.held,
             None => self.ends.len(),
         }
     }
@@ -69,13 +100,20 @@ impl Chunk {
         self.len() == 0
     }
 
-    /// Whether the chunk holds values (bytes), not a batch of rows.
-    pub fn is_values(&self) -> bool {
-        self.batch.is_none()
+    /// The `i`th value or row as text, for its reject: a value as it came (bytes that are not
+    /// UTF-8 replaced), a CSV row's fields joined by commas, nothing for a batch's row.
+    pub fn raw(&self, i: usize) -> Option<String> {
+        if self.batch.is_some() {
+            None
+        } else if self.columns.is_some() {
+            Some(self.rows[i].iter().collect::<Vec<_>>().join(","))
+        } else {
+            Some(String::from_utf8_lossy(self.value(i)).into_owned())
+        }
     }
 
     /// The `i`th value.
-    pub fn value(&self, i: usize) -> &[u8] {
+    fn value(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.bytes[start..self.ends[i]]
     }
@@ -89,6 +127,17 @@ impl Chunk {
             return (0..batch.num_rows())
                 .map(|row| {
                     assemble(&mut ParquetFields { columns: &typed, row }, b, en).map(|rec| {
+                        let routes = keyer.routes(&rec);
+                        (rec, routes)
+                    })
+                })
+                .collect();
+        }
+        if let Some(columns) = &self.columns {
+            return self.rows[..self.held]
+                .iter()
+                .map(|row| {
+                    assemble(&mut CsvFields { columns, row }, b, en).map(|rec| {
                         let routes = keyer.routes(&rec);
                         (rec, routes)
                     })
@@ -255,6 +304,8 @@ impl Decoders {
         chunk.bytes.clear();
         chunk.ends.clear();
         chunk.batch = None;
+        chunk.held = 0;
+        chunk.columns = None;
         self.free.push(chunk);
     }
 }

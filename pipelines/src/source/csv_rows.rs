@@ -1,26 +1,73 @@
 //! CSV with a header row naming the contract's fields.
+//!
+//! The reader splits rows into fields (a quoted field may hold line ends, so rows cannot be
+//! cut apart without reading them); with a pool, the rows are assembled into records,
+//! enriched and routed on the decoding threads.
 
+use std::collections::VecDeque;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 use anning_detector::{Enricher, RecordBuilder};
 
-use super::{Sink, SourceError, reject};
+use super::{IN_FLIGHT, Pool, Sink, SourceError, give, give_rest, reject};
 use crate::decode::csv::{CsvColumns, CsvFields};
+use crate::decode::pool::CHUNK;
 use crate::decode::{Bad, RejectReason, assemble};
 
-pub(super) fn read_csv(name: &str, path: &Path, en: Enricher<'_>, sink: &mut impl Sink) -> Result<(), SourceError> {
-    let io = |source| SourceError::Io {
+/// Rows between two reports of progress (in bytes read).
+const PROGRESS_ROWS: u64 = 65_536;
+
+/// The file at `path`, for [`read_csv`] or [`read_csv_pooled`].
+pub(super) fn csv_file(name: &str, path: &Path) -> Result<BufReader<File>, SourceError> {
+    let file = File::open(path).map_err(|source| SourceError::Io {
         path: name.to_string(),
         source,
+    })?;
+    Ok(BufReader::with_capacity(1 << 20, file))
+}
+
+/// A reader of `r`'s rows past its header, and the header's columns.
+fn rows<R: Read>(name: &str, r: R) -> Result<(csv::Reader<R>, CsvColumns), SourceError> {
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(r);
+    let header = rdr.headers().map_err(|e| SourceError::Io {
+        path: name.to_string(),
+        source: e.into(),
+    })?;
+    let columns = CsvColumns::from_header(header);
+    Ok((rdr, columns))
+}
+
+fn io_error(name: &str, e: csv::Error) -> SourceError {
+    SourceError::Io {
+        path: name.to_string(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// A row that could not be read: rejected, and the reading goes on only past a row that is
+/// not UTF-8 or has a different number of fields (`Err` otherwise).
+fn unreadable(name: &str, e: csv::Error, sink: &mut impl Sink) -> Result<(), SourceError> {
+    let line = e.position().map_or(0, |p| p.line());
+    let bad = Bad {
+        reason: RejectReason::Malformed,
+        field: None,
+        col: None,
+        detail: format!("unreadable CSV row: {e}"),
     };
-    let file = File::open(path).map_err(io)?;
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(BufReader::with_capacity(1 << 20, file));
-    let header = rdr.headers().map_err(|e| io(e.into()))?.clone();
-    let columns = CsvColumns::from_header(&header);
+    sink.reject(reject(name, line, bad, None));
+    if matches!(e.kind(), csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. }) {
+        Ok(())
+    } else {
+        Err(io_error(name, e))
+    }
+}
+
+/// The rows of `r` (CSV with a header), each a record or a reject at its line.
+pub(super) fn read_csv(name: &str, r: impl Read, en: Enricher<'_>, sink: &mut impl Sink) -> Result<(), SourceError> {
+    let (mut rdr, columns) = rows(name, r)?;
     let mut row = csv::StringRecord::new();
     let mut b = RecordBuilder::default();
     let mut n = 0u64;
@@ -29,7 +76,7 @@ pub(super) fn read_csv(name: &str, path: &Path, en: Enricher<'_>, sink: &mut imp
             Ok(false) => return Ok(()),
             Ok(true) => {
                 n += 1;
-                if n.is_multiple_of(65_536) {
+                if n.is_multiple_of(PROGRESS_ROWS) {
                     sink.progress(row.position().map_or(0, |p| p.byte()));
                 }
                 let line = row.position().map_or(0, |p| p.line());
@@ -48,19 +95,58 @@ pub(super) fn read_csv(name: &str, path: &Path, en: Enricher<'_>, sink: &mut imp
                     }
                 }
             }
+            Err(e) => unreadable(name, e, sink)?,
+        }
+    }
+}
+
+/// [`read_csv`] with the rows assembled, enriched and routed on `pool`'s threads while this
+/// one reads the next rows. A row that cannot be read is rejected after every row before it
+/// has been given.
+pub(super) fn read_csv_pooled(name: &str, r: impl Read, pool: Pool<'_>, sink: &mut impl Sink) -> Result<(), SourceError> {
+    let Pool { decoders, keyer } = pool;
+    let (mut rdr, columns) = rows(name, r)?;
+    let columns = Arc::new(columns);
+    // The line numbers of each chunk in flight, oldest first.
+    let mut numbers: VecDeque<Vec<u64>> = VecDeque::new();
+    let mut chunk = decoders.chunk();
+    let mut held = Vec::with_capacity(CHUNK);
+    let mut n = 0u64;
+    let read = loop {
+        match chunk.read_row(&mut rdr, &columns) {
+            Ok(None) => break Ok(()),
+            Ok(Some(row)) => {
+                n += 1;
+                let at = row.position();
+                if n.is_multiple_of(PROGRESS_ROWS) {
+                    sink.progress(at.map_or(0, |p| p.byte()));
+                }
+                held.push(at.map_or(0, |p| p.line()));
+                if chunk.len() >= CHUNK {
+                    let next = decoders.chunk();
+                    decoders.send(keyer, std::mem::replace(&mut chunk, next));
+                    numbers.push_back(std::mem::replace(&mut held, Vec::with_capacity(CHUNK)));
+                    if decoders.in_flight() >= IN_FLIGHT {
+                        give(name, decoders, &mut numbers, sink);
+                    }
+                }
+            }
             Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                let bad = Bad {
-                    reason: RejectReason::Malformed,
-                    field: None,
-                    col: None,
-                    detail: format!("unreadable CSV row: {e}"),
+                // Rare: every row read so far is given first, so the reject comes in order.
+                let next = decoders.chunk();
+                let last = std::mem::replace(&mut chunk, next);
+                let pool = Pool {
+                    decoders: &mut *decoders,
+                    keyer,
                 };
-                sink.reject(reject(name, line, bad, None));
-                if !matches!(e.kind(), csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. }) {
-                    return Err(io(std::io::Error::other(e.to_string())));
+                give_rest(name, pool, last, std::mem::take(&mut held), &mut numbers, sink);
+                if let Err(stop) = unreadable(name, e, sink) {
+                    break Err(stop);
                 }
             }
         }
-    }
+    };
+    // What was read before the end (or an error) is given, in order, before returning.
+    give_rest(name, Pool { decoders, keyer }, chunk, held, &mut numbers, sink);
+    read
 }

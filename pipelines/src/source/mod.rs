@@ -17,7 +17,7 @@ use anning_detector::{Enricher, Record};
 use crate::decode::pool::{Chunk, Decoders};
 use crate::decode::{Bad, Reject};
 
-use csv_rows::read_csv;
+use csv_rows::{csv_file, read_csv, read_csv_pooled};
 pub use json_lines::read_jsonl;
 use json_lines::read_jsonl_pooled;
 use parquet_rows::{parquet_file, read_parquet, read_parquet_pooled};
@@ -138,7 +138,7 @@ pub fn read(input: &Input, en: Enricher<'_>, sink: &mut impl Sink) -> Result<(),
             };
             read_jsonl(&name, BufReader::with_capacity(1 << 20, reader), en, sink).map_err(io)
         }
-        Format::Csv => read_csv(&name, input.path.as_deref().expect("csv is a file"), en, sink),
+        Format::Csv => read_csv(&name, csv_file(&name, input.path.as_deref().expect("csv is a file"))?, en, sink),
         Format::Parquet => read_parquet(
             &name,
             parquet_file(&name, input.path.as_deref().expect("parquet is a file"))?,
@@ -154,9 +154,9 @@ pub struct Pool<'a> {
     pub keyer: &'a Arc<Keyer>,
 }
 
-/// [`read`], with JSON Lines and Parquet decoded, enriched and routed on `pool`'s threads
-/// while this one reads ahead (CSV as [`read`] does). The sink gets the same records,
-/// rejects and line (row) numbers in the same order.
+/// [`read`], with the records decoded, enriched and routed on `pool`'s threads while this
+/// one reads ahead. The sink gets the same records, rejects and line (row) numbers in the
+/// same order.
 pub fn read_pooled(input: &Input, en: Enricher<'_>, pool: Pool<'_>, sink: &mut impl Sink) -> Result<(), SourceError> {
     let name = input.name();
     let io = |source| SourceError::Io {
@@ -171,6 +171,7 @@ pub fn read_pooled(input: &Input, en: Enricher<'_>, pool: Pool<'_>, sink: &mut i
             let file = File::open(p).map_err(io)?;
             read_jsonl_pooled(&name, BufReader::with_capacity(1 << 20, file), pool, sink).map_err(io)
         }
+        (Format::Csv, Some(p)) => read_csv_pooled(&name, csv_file(&name, p)?, pool, sink),
         (Format::Parquet, Some(p)) => read_parquet_pooled(&name, parquet_file(&name, p)?, pool, sink),
         _ => read(input, en, sink),
     }
@@ -188,10 +189,7 @@ fn give(name: &str, decoders: &mut Decoders, numbers: &mut VecDeque<Vec<u64>>, s
     for (i, (d, &line)) in decoded.into_iter().zip(&lines).enumerate() {
         match d {
             Ok((rec, routes)) => sink.routed(rec, routes, line),
-            Err(bad) => {
-                let text = chunk.is_values().then(|| String::from_utf8_lossy(chunk.value(i)));
-                sink.reject(reject(name, line, bad, text.as_deref()))
-            }
+            Err(bad) => sink.reject(reject(name, line, bad, chunk.raw(i).as_deref())),
         }
     }
     decoders.recycle(chunk);

@@ -1,5 +1,6 @@
 use anning_detector::Registry;
 
+use super::csv_rows::{read_csv, read_csv_pooled};
 use super::json_lines::read_jsonl_pooled;
 use super::parquet_rows::{PARQUET_BATCH, parquet_batches, read_parquet, read_parquet_pooled};
 use super::*;
@@ -188,5 +189,115 @@ fn pooled_parquet_gives_what_one_thread_gives() {
             rows
         );
         assert_eq!(pooled.done, alone.done);
+    }
+}
+
+/// A day as CSV with a header: the sample lines that parse, then rows to reject on the
+/// reading thread (not UTF-8) and on the decoding threads (a type not in the contract, a
+/// time that is not one), a quoted text over two lines and a short row, repeated to `rows`
+/// rows or more.
+fn csv_day(rows: usize) -> Vec<u8> {
+    const COLUMNS: [&str; 14] = [
+        "ts", "type", "id", "src", "dst", "sig", "text", "cell", "imei", "ref", "status", "err", "answered", "dur",
+    ];
+    let lines: Vec<serde_json::Value> = day()
+        .split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .take(200)
+        .collect();
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(COLUMNS).unwrap();
+    for l in &lines {
+        w.write_record(COLUMNS.map(|c| match &l[c] {
+            serde_json::Value::Null => String::new(),
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }))
+        .unwrap();
+    }
+    let mut block = w.into_inner().unwrap();
+    let header_end = block.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let mut all = block[..header_end].to_vec();
+    block.drain(..header_end);
+    block.extend_from_slice(b"1,sms,a,1\xff,2,,,,,,,,,\n");
+    block.extend_from_slice(b"1,mms,b,13800138000,,,,,,,,,,\n");
+    block.extend_from_slice(b"not a time,sms,c,13800138000,,,,,,,,,,\n");
+    block.extend_from_slice("2,sms,d,13800138000,13900139000,,\"两行\n之二\",,,,,,,\n".as_bytes());
+    block.extend_from_slice(b"5,call\n");
+    let per_block = lines.len() + 5;
+    for _ in 0..rows.div_ceil(per_block) {
+        all.extend_from_slice(&block);
+    }
+    all
+}
+
+/// CSV rows assembled on the pool's threads give the sink what one thread gives: the same
+/// records and rejects (those found reading and those found decoding) at the same lines, in
+/// order, with the keyer's routes; a read that fails midway stops both at the same row.
+#[test]
+fn pooled_csv_gives_what_one_thread_gives() {
+    let pack = Arc::new(anning_rules::default_pack());
+    let registry = Registry::parse("port,sp,class,signatures\n10690001234,901234,marketing,京东\n").unwrap();
+    let en = Enricher::new(&pack, &registry);
+    let keyer = Arc::new(Keyer::new(Arc::clone(&pack)));
+    let mut decoders = Decoders::new(2, &registry, "line").unwrap();
+    let many = csv_day((IN_FLIGHT + 3) * CHUNK);
+    let header_only = &many[..many.iter().position(|&b| b == b'\n').unwrap() + 1];
+    // Past the chunks in flight, twice over the same decoders; smaller than a chunk; no rows.
+    for (i, bytes) in [&many[..], &many[..], &csv_day(100)[..], header_only].into_iter().enumerate() {
+        let mut alone = Got::default();
+        read_csv("day", bytes, en, &mut alone).unwrap();
+        if i == 0 {
+            assert!(alone.given.len() > (IN_FLIGHT + 2) * CHUNK, "more rows than the chunks in flight");
+            for why in [
+                "unreadable CSV row",
+                "`type` = \\\"mms\\\"",
+                "`ts` = \\\"not a time\\\"",
+                "两行\\n之二",
+            ] {
+                assert!(alone.given.iter().any(|(_, g)| g.contains(why)), "{why} given");
+            }
+        }
+        let mut pooled = Got::checking(&keyer);
+        let pool = Pool {
+            decoders: &mut decoders,
+            keyer: &keyer,
+        };
+        read_csv_pooled("day", bytes, pool, &mut pooled).unwrap();
+        alone.assert_same_given(&pooled);
+        assert_eq!(pooled.done, alone.done, "progress in bytes read");
+        if i < 3 {
+            assert!(
+                pooled.routed > 0 && pooled.routed < pooled.given.len(),
+                "records routed, rejects not"
+            );
+        } else {
+            assert!(pooled.given.is_empty());
+        }
+    }
+    // A read that fails after some rows: both give what came before, reject the row, stop.
+    let cut = many.len() / 2;
+    let failing = || std::io::Read::chain(&many[..cut], Failing);
+    let mut alone = Got::default();
+    let a = read_csv("day", failing(), en, &mut alone).unwrap_err().to_string();
+    let mut pooled = Got::checking(&keyer);
+    let pool = Pool {
+        decoders: &mut decoders,
+        keyer: &keyer,
+    };
+    let p = read_csv_pooled("day", failing(), pool, &mut pooled).unwrap_err().to_string();
+    assert_eq!(a, p);
+    assert!(a.contains("the disk went away"), "{a}");
+    alone.assert_same_given(&pooled);
+    assert!(pooled.given.len() > 3 * CHUNK);
+    assert!(pooled.given.last().unwrap().1.contains("unreadable CSV row"));
+}
+
+/// A reader that fails.
+struct Failing;
+
+impl std::io::Read for Failing {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::other("the disk went away"))
     }
 }

@@ -1,7 +1,7 @@
 //! The port registry of `contract/actions.md`: one row per bulk port with its service
 //! provider, class and licensed signatures.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use anning_rules::PortClass;
 
@@ -17,6 +17,8 @@ pub struct PortEntry {
 /// Ports by number. Ports missing from it have class `unknown`.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
+    /// Looked up for every record from a port: hashbrown's hasher (foldhash), not std's
+    /// SipHash.
     ports: HashMap<String, PortEntry>,
 }
 

@@ -19,11 +19,11 @@ pub(super) enum Hit {
     Rate {
         count: u64,
     },
-    /// A distinct count, with the latest values counted (as they came: [`explain`] masks
-    /// addresses, for the few firings that become actions).
+    /// A distinct count. The latest values counted stay in the rule's window, for
+    /// [`explain`] to read (and mask) in the few firings that become actions: most find
+    /// their target under action already.
     Distinct {
         count: u64,
-        values: Vec<Box<str>>,
     },
     Near(NearLimitHit),
     Ratio {
@@ -73,7 +73,14 @@ pub(super) fn action(
     }
 }
 
-pub(super) fn explain(rule: &Rule, hit: &Hit, rec: &Record, plan: &anning_rules::NumberPlan) -> (String, serde_json::Value) {
+/// The reason and evidence of `hit`, which rule `rule` found in `window` for `rec`.
+pub(super) fn explain(
+    rule: &Rule,
+    hit: &Hit,
+    window: &Window,
+    rec: &Record,
+    plan: &anning_rules::NumberPlan,
+) -> (String, serde_json::Value) {
     let record = rec.id().map(str::to_string);
     match (hit, &rule.kind) {
         (
@@ -106,11 +113,11 @@ pub(super) fn explain(rule: &Rule, hit: &Hit, rec: &Record, plan: &anning_rules:
             if let Some(d) = sequential {
                 ev["sequential"] = json!(d);
             }
-            if let (Hit::Distinct { values, .. }, Some(f)) = (hit, distinct) {
-                let shown: Vec<String> = values
-                    .iter()
-                    .map(|x| if f.is_address() { mask_addr(x, plan) } else { x.to_string() })
-                    .collect();
+            if let (Hit::Distinct { .. }, Some(f), Window::Distinct(d)) = (hit, distinct, window) {
+                let shown: Vec<String> =
+                    d.1.iter()
+                        .map(|x| if f.is_address() { mask_addr(x, plan) } else { x.to_string() })
+                        .collect();
                 ev["values"] = json!(shown);
             }
             if let Some(id) = record {

@@ -104,8 +104,9 @@ const SAMPLES: usize = 10;
 /// Evidence kept per unsubscribe rule and signature.
 const RECENT_VIOLATIONS: usize = 5;
 
-/// Ladders of the targets a rule with `targets` acted on, keyed by `dim\0key`.
-type Acted = HashMap<Box<str>, (Ladder, Active)>;
+/// Ladders of the targets a rule with `targets` acted on, keyed by `dim\0key` (looked up at
+/// each firing: hashbrown's hasher, not std's SipHash).
+type Acted = hashbrown::HashMap<Box<str>, (Ladder, Active)>;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RuleSlot {
@@ -179,6 +180,8 @@ pub struct Engine {
     dims: Vec<DimState>,
     /// Reused buffer for building compound keys.
     scratch: String,
+    /// Reused buffer for the `dim\0key` of a rule's target (see `RuleSlot::acted`).
+    target: String,
     stats: EngineStats,
     policy: Policy,
     /// Only this dimension's rules (by name), when set: a scale-out task owns one
@@ -321,6 +324,7 @@ impl Engine {
             shards: shards as u64,
             dims,
             scratch: String::new(),
+            target: String::new(),
             stats: EngineStats {
                 fired: vec![0; n],
                 suppressed: vec![0; n],
@@ -450,8 +454,8 @@ impl Engine {
             self.stats.fired[r] += 1;
             // Explained only once an action goes out: most firings find their target under
             // action already (a million of two million records in a `double11` day).
-            let explained = || {
-                let (mut reason, mut evidence) = explain(rule, &hit, rec, &pack.number_plan);
+            let explained = |window: &Window| {
+                let (mut reason, mut evidence) = explain(rule, &hit, window, rec, &pack.number_plan);
                 if let Some(s) = suspected {
                     let by = &pack.rules[s.rule].id;
                     reason.push_str(&format!(
@@ -476,7 +480,7 @@ impl Engine {
                 }
                 let until = rec.ts + step.for_ms;
                 slot.ladder.acted(level, until);
-                let (reason, evidence) = explained();
+                let (reason, evidence) = explained(&slot.window);
                 out.push(action(
                     pack,
                     rule,
@@ -498,11 +502,19 @@ impl Engine {
             let mut group_explained: Option<(String, serde_json::Value)> = None;
             for &t in &rule.targets {
                 let tdim = &pack.dims[t];
-                // `dim\0key`: the target's name in `acted`, its key after the NUL.
-                let mut id = tdim.name();
+                // `dim\0key`: the target's name in `acted`, its key after the NUL; made in a
+                // buffer kept for it, since most firings change nothing.
+                let id = &mut self.target;
+                id.clear();
+                for (i, f) in tdim.parts.iter().enumerate() {
+                    if i > 0 {
+                        id.push('+');
+                    }
+                    id.push_str(f.name());
+                }
                 let at = id.len() + 1;
                 id.push('\0');
-                if !push_key(tdim, rec, &mut id) {
+                if !push_key(tdim, rec, id) {
                     continue;
                 }
                 let (tname, key) = (&id[..at - 1], &id[at..]);
@@ -521,14 +533,14 @@ impl Engine {
                 let mut ladder = ladder;
                 ladder.acted(level, until);
                 let (reason, evidence) = group_explained.get_or_insert_with(|| {
-                    let (reason, mut evidence) = explained();
+                    let (reason, mut evidence) = explained(&slot.window);
                     let key = crate::mask::mask_key(dim, &entry.key, &pack.number_plan);
                     evidence["group"] = json!({ "dim": dim.name(), "key": key });
                     (reason, evidence)
                 });
                 out.push(action(pack, rule, tname, key, rec.ts, level, &step, reason, evidence.clone(), rec));
                 let acted = slot.acted.get_or_insert_with(Default::default);
-                acted.insert(id.into(), (ladder, Active { step, until }));
+                acted.insert(id.as_str().into(), (ladder, Active { step, until }));
             }
         }
     }

@@ -105,10 +105,7 @@ pub(super) fn step<'p>(
                         samples.pop_front();
                     }
                 }
-                (count >= threshold).then(|| Hit::Distinct {
-                    count,
-                    values: samples.iter().cloned().collect(),
-                })
+                (count >= threshold).then_some(Hit::Distinct { count })
             }
             None => None,
         },

@@ -75,8 +75,9 @@ enum Window {
     Unused,
     Count(SlidingCount),
     /// With the latest distinct values (up to [`SAMPLES`], kept once the count is within
-    /// that many of the threshold), for evidence.
-    Distinct(Box<(SlidingDistinct, VecDeque<Box<str>>)>),
+    /// that many of the threshold), for evidence: inline up to 24 bytes (a number, an IMEI),
+    /// as a key near a low threshold takes a new one with most records.
+    Distinct(Box<(SlidingDistinct, VecDeque<CompactString>)>),
     Near(Box<NearLimit>),
     /// Counts records whose `dst` is close to the previous one's.
     Sequential {

@@ -97,10 +97,8 @@ pub(super) fn step<'p>(
                 // Only keys near the threshold keep names: the latest values are the ones
                 // that tipped it.
                 if count + SAMPLES as u64 > threshold {
-                    if let Some(i) = samples.iter().position(|x| **x == *v) {
-                        samples.remove(i);
-                    }
-                    samples.push_back(v.as_ref().into());
+                    let seen = samples.iter().position(|x| *x == *v).and_then(|i| samples.remove(i));
+                    samples.push_back(seen.unwrap_or_else(|| v.as_ref().into()));
                     if samples.len() > SAMPLES {
                         samples.pop_front();
                     }

@@ -295,16 +295,22 @@ fn route(pack: &Pack, ds: &DimState, d: usize, shard: u64, shards: u64, rec: &Re
 
 /// [`route`] given the dim's rules and seed.
 fn route_by(pack: &Pack, rules: &[usize], seed: u64, d: usize, shard: u64, shards: u64, rec: &Record) -> Option<(u64, u64)> {
+    let wanted = wanted_by(pack, rules, rec);
+    if wanted == 0 {
+        return None;
+    }
+    owned((key_hash_of(&pack.dims[d], seed, rec)?, wanted), shard, shards)
+}
+
+/// A bit per rule of `rules` (a dim's, in slot order) that wants `rec`.
+fn wanted_by(pack: &Pack, rules: &[usize], rec: &Record) -> u64 {
     let mut wanted: u64 = 0;
     for (i, &r) in rules.iter().enumerate() {
         if wants(&pack.rules[r], rec) {
             wanted |= 1 << i;
         }
     }
-    if wanted == 0 {
-        return None;
-    }
-    owned((key_hash_of(&pack.dims[d], seed, rec)?, wanted), shard, shards)
+    wanted
 }
 
 /// A subscriber number as a number, for closeness of destinations.

@@ -305,13 +305,16 @@ fn scan(line: &str) -> Option<Raw<'_>> {
 pub struct JsonFields<'a> {
     line: &'a str,
     raw: Raw<'a>,
+    /// Whether a string may hold escapes: not when the scanner read the line (it leaves
+    /// lines with a backslash in a string to serde_json).
+    escapes: bool,
 }
 
 impl<'a> JsonFields<'a> {
     /// Parses a line; a syntax error becomes a `malformed` reject at its column.
     pub fn parse(line: &'a str) -> Result<Self, Bad> {
         match scan(line) {
-            Some(raw) => Ok(JsonFields { line, raw }),
+            Some(raw) => Ok(JsonFields { line, raw, escapes: false }),
             None => Self::parse_serde(line),
         }
     }
@@ -319,7 +322,11 @@ impl<'a> JsonFields<'a> {
     /// [`parse`](Self::parse) by serde_json alone.
     fn parse_serde(line: &'a str) -> Result<Self, Bad> {
         match serde_json::from_str::<Line<'a>>(line) {
-            Ok(raw) => Ok(JsonFields { line, raw: raw.raw() }),
+            Ok(raw) => Ok(JsonFields {
+                line,
+                raw: raw.raw(),
+                escapes: true,
+            }),
             Err(e) => {
                 let msg = e.to_string();
                 let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
@@ -372,8 +379,9 @@ impl<'a> JsonFields<'a> {
         };
         let v = match text.as_bytes()[0] {
             // The parse above checked the string: without a backslash its text between the
-            // quotes is its value, borrowed with no second pass over it.
-            b'"' if !text.as_bytes().contains(&b'\\') => Val::Str(Cow::Borrowed(&text[1..text.len() - 1])),
+            // quotes is its value, borrowed with no second pass over it (none at all when the
+            // scanner read the line).
+            b'"' if !self.escapes || !text.as_bytes().contains(&b'\\') => Val::Str(Cow::Borrowed(&text[1..text.len() - 1])),
             b'"' => Val::Str(serde_json::from_str::<Cow<'a, str>>(text).map_err(|_| bad_type("not a valid string"))?),
             b'n' => return Ok(None),
             b't' => Val::Bool(true),
@@ -533,7 +541,7 @@ mod tests {
             let serde = JsonFields::parse_serde(&line);
             match scan(&line) {
                 Some(raw) => {
-                    let fast = JsonFields { line: &line, raw };
+                    let fast = JsonFields { line: &line, raw, escapes: false };
                     let serde = serde.map_err(|b| b.detail);
                     prop_assert!(serde.is_ok(), "scanned, but serde_json says {:?}", serde.err());
                     prop_assert_eq!(placed(&fast), placed(&serde.unwrap()));
@@ -568,7 +576,7 @@ mod tests {
         ] {
             let raw = scan(line).unwrap_or_else(|| panic!("not scanned: {line}"));
             let serde = JsonFields::parse_serde(line).expect("valid line");
-            assert_eq!(placed(&JsonFields { line, raw }), placed(&serde));
+            assert_eq!(placed(&JsonFields { line, raw, escapes: false }), placed(&serde));
         }
         for line in [
             r#"{"ts":1,"ts":2}"#,

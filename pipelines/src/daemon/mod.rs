@@ -308,6 +308,10 @@ fn consumer_config(cfg: &DaemonConfig) -> ClientConfig {
         &cfg.consumer,
         &[
             ("enable.auto.commit", "false"),
+            // Offsets are committed as explicit lists once a batch's actions are acknowledged;
+            // librdkafka's own store of each polled message's offset (a partition lock per
+            // message) was never read.
+            ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
             ("partition.assignment.strategy", "cooperative-sticky"),
             ("session.timeout.ms", "6000"),
@@ -608,6 +612,9 @@ pub fn run(
                 }
             }
         };
+        // The partition of the last message polled: messages come in runs from one partition
+        // (a fetch at a time), so `done` and `next_offsets` are read and written once a run.
+        let mut run: Option<Run> = None;
         // The clock is read every 64 messages: once per message it cost 3 % of the loop.
         while msgs.len() + outs.len() < cfg.batch_max && (!polled.is_multiple_of(64) || started.elapsed() < batch_time) {
             polled += 1;
@@ -632,12 +639,22 @@ pub fn run(
             // A message this process already handled (re-fetched after a broker outage or a
             // rebalance back to us) is skipped: its effects are in the state and its actions
             // were acknowledged.
-            if done.get(&m.partition()).is_some_and(|&next| m.offset() < next) {
+            let p = m.partition();
+            if run.is_none_or(|r| r.partition != p) {
+                end_run(run.take(), &mut done, &mut next_offsets);
+                let next = done.get(&p).copied().unwrap_or(i64::MIN);
+                run = Some(Run {
+                    partition: p,
+                    next,
+                    took: false,
+                });
+            }
+            let r = run.as_mut().expect("a run");
+            if m.offset() < r.next {
                 metrics.redelivered.fetch_add(1, Relaxed);
                 continue;
             }
-            done.insert(m.partition(), m.offset() + 1);
-            next_offsets.insert(m.partition(), m.offset() + 1);
+            (r.next, r.took) = (m.offset() + 1, true);
             chunk.push(m.payload());
             msgs.push(m);
             if chunk.len() >= decode::CHUNK {
@@ -649,6 +666,7 @@ pub fn run(
                 }
             }
         }
+        end_run(run, &mut done, &mut next_offsets);
         // Then the rest, as the chunks still out come back decoded.
         decoders.close(&keyer, chunk);
         while let Some((decoded, back)) = decoders.next_decoded() {
@@ -763,6 +781,29 @@ pub fn run(
 
 /// Whether a message lies below its partition's committed offset (read again to rebuild
 /// state): its dead letter, like its actions, went out before.
+/// Messages polled in a row from one partition: the next offset there (skipping what came
+/// before it), and whether one was taken.
+#[derive(Clone, Copy)]
+struct Run {
+    partition: i32,
+    next: i64,
+    took: bool,
+}
+
+/// Records where a run of messages ended: the next offset of its partition, once handled
+/// (`done`) and to commit after this batch (`next_offsets`), if it took a message.
+fn end_run(run: Option<Run>, done: &mut HashMap<i32, i64>, next_offsets: &mut BTreeMap<i32, i64>) {
+    if let Some(Run {
+        partition,
+        next,
+        took: true,
+    }) = run
+    {
+        done.insert(partition, next);
+        next_offsets.insert(partition, next);
+    }
+}
+
 fn rebuilding(consumer: &BaseConsumer<Rebalancer>, m: &BorrowedMessage<'_>) -> bool {
     let committed = consumer.context().committed.lock().expect("lock");
     m.offset() < committed.get(&m.partition()).copied().unwrap_or(0)

@@ -4,7 +4,6 @@
 //! cut apart without reading them); with a pool, the rows are assembled into records,
 //! enriched and routed on the decoding threads.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
@@ -12,9 +11,8 @@ use std::sync::Arc;
 
 use anning_detector::{Enricher, RecordBuilder};
 
-use super::{IN_FLIGHT, Pool, Sink, SourceError, give, give_rest, reject};
+use super::{Flow, Pool, Sink, SourceError, reject};
 use crate::decode::csv::{CsvColumns, CsvFields};
-use crate::decode::pool::CHUNK;
 use crate::decode::{Bad, RejectReason, assemble};
 
 /// Rows between two reports of progress (in bytes read).
@@ -104,16 +102,12 @@ pub(super) fn read_csv(name: &str, r: impl Read, en: Enricher<'_>, sink: &mut im
 /// one reads the next rows. A row that cannot be read is rejected after every row before it
 /// has been given.
 pub(super) fn read_csv_pooled(name: &str, r: impl Read, pool: Pool<'_>, sink: &mut impl Sink) -> Result<(), SourceError> {
-    let Pool { decoders, keyer } = pool;
     let (mut rdr, columns) = rows(name, r)?;
     let columns = Arc::new(columns);
-    // The line numbers of each chunk in flight, oldest first.
-    let mut numbers: VecDeque<Vec<u64>> = VecDeque::new();
-    let mut chunk = decoders.chunk();
-    let mut held = Vec::with_capacity(CHUNK);
+    let mut flow = Flow::new(pool);
     let mut n = 0u64;
     let read = loop {
-        match chunk.read_row(&mut rdr, &columns) {
+        match flow.chunk.read_row(&mut rdr, &columns) {
             Ok(None) => break Ok(()),
             Ok(Some(row)) => {
                 n += 1;
@@ -121,25 +115,12 @@ pub(super) fn read_csv_pooled(name: &str, r: impl Read, pool: Pool<'_>, sink: &m
                 if n.is_multiple_of(PROGRESS_ROWS) {
                     sink.progress(at.map_or(0, |p| p.byte()));
                 }
-                held.push(at.map_or(0, |p| p.line()));
-                if chunk.len() >= CHUNK {
-                    let next = decoders.chunk();
-                    decoders.send(keyer, std::mem::replace(&mut chunk, next));
-                    numbers.push_back(std::mem::replace(&mut held, Vec::with_capacity(CHUNK)));
-                    if decoders.in_flight() >= IN_FLIGHT {
-                        give(name, decoders, &mut numbers, sink);
-                    }
-                }
+                let line = at.map_or(0, |p| p.line());
+                flow.added(line, name, sink);
             }
             Err(e) => {
                 // Rare: every row read so far is given first, so the reject comes in order.
-                let next = decoders.chunk();
-                let last = std::mem::replace(&mut chunk, next);
-                let pool = Pool {
-                    decoders: &mut *decoders,
-                    keyer,
-                };
-                give_rest(name, pool, last, std::mem::take(&mut held), &mut numbers, sink);
+                flow.drain(name, sink);
                 if let Err(stop) = unreadable(name, e, sink) {
                     break Err(stop);
                 }
@@ -147,6 +128,6 @@ pub(super) fn read_csv_pooled(name: &str, r: impl Read, pool: Pool<'_>, sink: &m
         }
     };
     // What was read before the end (or an error) is given, in order, before returning.
-    give_rest(name, Pool { decoders, keyer }, chunk, held, &mut numbers, sink);
+    flow.finish(name, sink);
     read
 }

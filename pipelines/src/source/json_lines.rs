@@ -1,12 +1,11 @@
 //! JSON Lines: one record a line, blank lines skipped.
 
-use std::collections::VecDeque;
 use std::io::BufRead;
 
 use anning_detector::{Enricher, RecordBuilder};
 
-use super::{IN_FLIGHT, Pool, Sink, give, give_rest, reject};
-use crate::decode::pool::{CHUNK, decode_value};
+use super::{Flow, Pool, Sink, reject};
+use crate::decode::pool::decode_value;
 
 /// Whether a line (without its line end) holds nothing: skipped, not rejected.
 fn blank(bytes: &[u8]) -> bool {
@@ -15,31 +14,19 @@ fn blank(bytes: &[u8]) -> bool {
 }
 
 pub(super) fn read_jsonl_pooled(name: &str, r: impl BufRead, pool: Pool<'_>, sink: &mut impl Sink) -> std::io::Result<()> {
-    let Pool { decoders, keyer } = pool;
-    // The line numbers of each chunk in flight, oldest first.
-    let mut numbers: VecDeque<Vec<u64>> = VecDeque::new();
+    let mut flow = Flow::new(pool);
     let mut lines = Lines::new(r);
-    let mut chunk = decoders.chunk();
-    let mut held = Vec::with_capacity(CHUNK);
     let read = loop {
         let (line, bytes) = match lines.next(sink) {
             Ok(Some(l)) => l,
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         };
-        chunk.push(Some(bytes));
-        held.push(line);
-        if chunk.len() >= CHUNK {
-            let next = decoders.chunk();
-            decoders.send(keyer, std::mem::replace(&mut chunk, next));
-            numbers.push_back(std::mem::replace(&mut held, Vec::with_capacity(CHUNK)));
-            if decoders.in_flight() >= IN_FLIGHT {
-                give(name, decoders, &mut numbers, sink);
-            }
-        }
+        flow.chunk.push(Some(bytes));
+        flow.added(line, name, sink);
     };
     // What was read before the end (or an error) is given, in order, before returning.
-    give_rest(name, Pool { decoders, keyer }, chunk, held, &mut numbers, sink);
+    flow.finish(name, sink);
     read
 }
 

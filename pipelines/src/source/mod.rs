@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anning_detector::engine::{Keyer, Routes};
 use anning_detector::{Enricher, Record};
 
-use crate::decode::pool::{Chunk, Decoders};
+use crate::decode::pool::{CHUNK, Chunk, Decoders};
 use crate::decode::{Bad, Reject};
 
 use csv_rows::{csv_file, read_csv, read_csv_pooled};
@@ -195,19 +195,73 @@ fn give(name: &str, decoders: &mut Decoders, numbers: &mut VecDeque<Vec<u64>>, s
     decoders.recycle(chunk);
 }
 
-/// Ends the reading: the `last` chunk (line numbers `held`) is closed, then every chunk
-/// still in flight given, in order.
-fn give_rest(name: &str, pool: Pool<'_>, last: Chunk, held: Vec<u64>, numbers: &mut VecDeque<Vec<u64>>, sink: &mut impl Sink) {
-    let Pool { decoders, keyer } = pool;
-    let before = decoders.in_flight();
-    decoders.close(keyer, last);
-    if decoders.in_flight() > before {
-        numbers.push_back(held);
+/// An input's values (lines, rows) on their way through the decoding threads: the chunk
+/// being filled, the line numbers of its values, and those of each chunk in flight.
+struct Flow<'p> {
+    decoders: &'p mut Decoders,
+    keyer: &'p Arc<Keyer>,
+    chunk: Chunk,
+    held: Vec<u64>,
+    /// The line numbers of each chunk in flight, oldest first.
+    numbers: VecDeque<Vec<u64>>,
+}
+
+impl<'p> Flow<'p> {
+    fn new(pool: Pool<'p>) -> Self {
+        let Pool { decoders, keyer } = pool;
+        Flow {
+            chunk: decoders.chunk(),
+            decoders,
+            keyer,
+            held: Vec::with_capacity(CHUNK),
+            numbers: VecDeque::new(),
+        }
     }
-    while decoders.in_flight() > 0 {
-        give(name, decoders, numbers, sink);
+
+    /// Notes that the value just put in the chunk came from line `line`: a full chunk is
+    /// sent, and the oldest given to `sink` while [`IN_FLIGHT`] are out.
+    fn added(&mut self, line: u64, name: &str, sink: &mut impl Sink) {
+        self.held.push(line);
+        if self.chunk.len() >= CHUNK {
+            let next = self.decoders.chunk();
+            let full = std::mem::replace(&mut self.chunk, next);
+            let lines = std::mem::replace(&mut self.held, Vec::with_capacity(CHUNK));
+            self.send(full, lines, name, sink);
+        }
     }
-    assert!(decoders.next_decoded().is_none(), "every chunk given back");
+
+    /// Sends a chunk filled elsewhere (a batch of rows), with its line numbers, giving the
+    /// oldest to `sink` while [`IN_FLIGHT`] are out.
+    fn send(&mut self, chunk: Chunk, lines: Vec<u64>, name: &str, sink: &mut impl Sink) {
+        self.decoders.send(self.keyer, chunk);
+        self.numbers.push_back(lines);
+        if self.decoders.in_flight() >= IN_FLIGHT {
+            give(name, self.decoders, &mut self.numbers, sink);
+        }
+    }
+
+    /// Gives `sink` everything read so far, in order: the chunk being filled is closed, then
+    /// every chunk in flight given. Reading may go on after.
+    fn drain(&mut self, name: &str, sink: &mut impl Sink) {
+        let next = self.decoders.chunk();
+        let last = std::mem::replace(&mut self.chunk, next);
+        let held = std::mem::replace(&mut self.held, Vec::with_capacity(CHUNK));
+        let before = self.decoders.in_flight();
+        self.decoders.close(self.keyer, last);
+        if self.decoders.in_flight() > before {
+            self.numbers.push_back(held);
+        }
+        while self.decoders.in_flight() > 0 {
+            give(name, self.decoders, &mut self.numbers, sink);
+        }
+        assert!(self.decoders.next_decoded().is_none(), "every chunk given back");
+    }
+
+    /// Ends the reading: everything read is given to `sink`, in order.
+    fn finish(mut self, name: &str, sink: &mut impl Sink) {
+        self.drain(name, sink);
+        self.decoders.recycle(self.chunk);
+    }
 }
 
 mod csv_rows;

@@ -1,6 +1,5 @@
 //! Parquet, read in batches of rows.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::path::Path;
 
@@ -8,7 +7,7 @@ use anning_detector::{Enricher, RecordBuilder};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::file::reader::ChunkReader;
 
-use super::{IN_FLIGHT, Pool, Sink, SourceError, give, give_rest, reject};
+use super::{Flow, Pool, Sink, SourceError, reject};
 use crate::decode::assemble;
 use crate::decode::parquet::{BatchColumns, ParquetFields};
 
@@ -44,9 +43,7 @@ pub(super) fn read_parquet_pooled(
     pool: Pool<'_>,
     sink: &mut impl Sink,
 ) -> Result<(), SourceError> {
-    let Pool { decoders, keyer } = pool;
-    // The row numbers of each chunk in flight, oldest first.
-    let mut numbers: VecDeque<Vec<u64>> = VecDeque::new();
+    let mut flow = Flow::new(pool);
     let mut row_no = 0u64;
     let mut read = Ok(());
     for batch in reader {
@@ -64,19 +61,14 @@ pub(super) fn read_parquet_pooled(
         if rows == 0 {
             continue;
         }
-        let mut chunk = decoders.chunk();
+        let mut chunk = flow.decoders.chunk();
         chunk.set_batch(batch);
-        decoders.send(keyer, chunk);
-        numbers.push_back((row_no + 1..=row_no + rows).collect());
+        flow.send(chunk, (row_no + 1..=row_no + rows).collect(), name, sink);
         row_no += rows;
         sink.progress(row_no);
-        if decoders.in_flight() >= IN_FLIGHT {
-            give(name, decoders, &mut numbers, sink);
-        }
     }
     // What was read before the end (or an error) is given, in order, before returning.
-    let last = decoders.chunk();
-    give_rest(name, Pool { decoders, keyer }, last, Vec::new(), &mut numbers, sink);
+    flow.finish(name, sink);
     read
 }
 

@@ -52,6 +52,14 @@ impl Sink for Got {
     }
 }
 
+/// The default pack, a registry of one port, and a keyer for the pack.
+fn setup() -> (Arc<anning_rules::Pack>, Registry, Arc<Keyer>) {
+    let pack = Arc::new(anning_rules::default_pack());
+    let registry = Registry::parse("port,sp,class,signatures\n10690001234,901234,marketing,京东\n").unwrap();
+    let keyer = Arc::new(Keyer::new(Arc::clone(&pack)));
+    (pack, registry, keyer)
+}
+
 /// Every sample line, good and bad, with blank lines (ASCII and ideographic spaces),
 /// CRLF ends and a line that is not UTF-8, repeated past the chunks a reader keeps in
 /// flight.
@@ -75,10 +83,8 @@ fn day() -> Vec<u8> {
 /// routes as the keyer makes them for it.
 #[test]
 fn pooled_json_lines_give_what_one_thread_gives() {
-    let pack = Arc::new(anning_rules::default_pack());
-    let registry = Registry::parse("port,sp,class,signatures\n10690001234,901234,marketing,京东\n").unwrap();
+    let (pack, registry, keyer) = setup();
     let en = Enricher::new(&pack, &registry);
-    let keyer = Arc::new(Keyer::new(Arc::clone(&pack)));
     let day = day();
     let mut alone = Got::default();
     read_jsonl("day", &day[..], en, &mut alone).unwrap();
@@ -161,10 +167,8 @@ fn parquet_day(rows: usize, group: usize) -> bytes::Bytes {
 /// records and rejects at the same rows, in order, with the keyer's routes.
 #[test]
 fn pooled_parquet_gives_what_one_thread_gives() {
-    let pack = Arc::new(anning_rules::default_pack());
-    let registry = Registry::parse("port,sp,class,signatures\n10690001234,901234,marketing,京东\n").unwrap();
+    let (pack, registry, keyer) = setup();
     let en = Enricher::new(&pack, &registry);
-    let keyer = Arc::new(Keyer::new(Arc::clone(&pack)));
     let mut decoders = Decoders::new(2, &registry, "line").unwrap();
     // Past the batches in flight, in row groups that split batches; twice over the same
     // decoders; smaller than a batch; no rows.
@@ -236,10 +240,8 @@ fn csv_day(rows: usize) -> Vec<u8> {
 /// order, with the keyer's routes; a read that fails midway stops both at the same row.
 #[test]
 fn pooled_csv_gives_what_one_thread_gives() {
-    let pack = Arc::new(anning_rules::default_pack());
-    let registry = Registry::parse("port,sp,class,signatures\n10690001234,901234,marketing,京东\n").unwrap();
+    let (pack, registry, keyer) = setup();
     let en = Enricher::new(&pack, &registry);
-    let keyer = Arc::new(Keyer::new(Arc::clone(&pack)));
     let mut decoders = Decoders::new(2, &registry, "line").unwrap();
     let many = csv_day((IN_FLIGHT + 3) * CHUNK);
     let header_only = &many[..many.iter().position(|&b| b == b'\n').unwrap() + 1];

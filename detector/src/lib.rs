@@ -17,6 +17,7 @@
 pub mod action;
 pub mod engine;
 pub mod escalation;
+mod filter;
 pub mod join;
 pub mod mask;
 pub mod near_limit;

@@ -7,6 +7,7 @@
 use anning_rules::text::{Lexicon, bare, fingerprint};
 use anning_rules::{AddrClass, DlrStatus, Field, NumberPlan, Pack, PortClass, RecordKind};
 
+use crate::filter::{Traits, wants};
 use crate::registry::Registry;
 
 /// The string slots of a record: the keyable [`Field`]s first, then the rest.
@@ -189,8 +190,10 @@ pub struct Enricher<'a> {
     pub registry: &'a Registry,
     pub lexicon: &'a Lexicon,
     pub unsubscribe: &'a [String],
-    /// Compute the content fingerprint (only when a rule keys by `fp`).
-    pub fingerprint: bool,
+    /// The pack's rules, and those that read the content fingerprint
+    /// ([`Pack::reading_fingerprint`]): a record gets one only when one of them wants it.
+    pub rules: &'a [anning_rules::Rule],
+    pub fingerprint: &'a [usize],
 }
 
 impl<'a> Enricher<'a> {
@@ -200,7 +203,8 @@ impl<'a> Enricher<'a> {
             registry,
             lexicon: &pack.lexicon,
             unsubscribe: &pack.unsubscribe_words,
-            fingerprint: pack.uses_fingerprint(),
+            rules: &pack.rules,
+            fingerprint: &pack.fingerprint_rules,
         }
     }
 }
@@ -289,25 +293,42 @@ impl RecordBuilder {
                 let b = bare(text);
                 unsubscribe = en.unsubscribe.contains(&b);
             }
-            if !en.lexicon.is_empty() || en.fingerprint {
+            if !en.lexicon.is_empty() {
                 content = en.lexicon.classify_text(text);
-                if en.fingerprint
-                    && let Some(fp) = fingerprint(text)
-                {
-                    let mut hex = [0u8; 16];
-                    for (i, b) in hex.iter_mut().enumerate() {
-                        *b = b"0123456789abcdef"[(fp >> (60 - 4 * i) & 0xf) as usize];
-                    }
-                    self.set(Slot::Fp, std::str::from_utf8(&hex).expect("hex digits"));
-                }
             }
         }
-        if en.fingerprint
-            && !self.has(Slot::Fp)
-            && let Some(tpl) = self.get(Slot::Tpl)
-        {
-            let tpl = tpl.to_string();
-            self.set(Slot::Fp, &tpl);
+        // The fingerprint, for the records a rule that reads it wants (the texts of bulk
+        // ports are half the text a double11 day carries, and no default rule reads theirs).
+        let wanted = || {
+            let traits = Traits {
+                kind,
+                src_class,
+                dst_class,
+                port_class,
+                has_port: self.has(Slot::Port),
+                status,
+                answered,
+                content,
+                licensed,
+                err: self.get(Slot::Err),
+                dur,
+                unsubscribe,
+            };
+            en.fingerprint.iter().any(|&r| wants(&en.rules[r], &traits))
+        };
+        if !en.fingerprint.is_empty() && (self.has(Slot::Text) || self.has(Slot::Tpl)) && wanted() {
+            if kind == RecordKind::Sms
+                && let Some(fp) = self.get(Slot::Text).and_then(fingerprint)
+            {
+                let mut hex = [0u8; 16];
+                for (i, b) in hex.iter_mut().enumerate() {
+                    *b = b"0123456789abcdef"[(fp >> (60 - 4 * i) & 0xf) as usize];
+                }
+                self.set(Slot::Fp, std::str::from_utf8(&hex).expect("hex digits"));
+            } else if let Some(tpl) = self.get(Slot::Tpl) {
+                let tpl = tpl.to_string();
+                self.set(Slot::Fp, &tpl);
+            }
         }
         Record {
             ts,

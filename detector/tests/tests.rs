@@ -4,6 +4,7 @@
 
 mod cold_keys;
 mod dodgers;
+mod fingerprint;
 mod reload;
 mod routes;
 mod support;

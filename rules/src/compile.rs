@@ -159,6 +159,7 @@ pub fn compile(source: &str) -> Result<Pack, Vec<Diagnostic>> {
     let allow = compile_allows(&mut d, raw_allows, &mut dims);
 
     if d.items.is_empty() {
+        let fingerprint_rules = Pack::reading_fingerprint(&dims, &rules);
         Ok(Pack {
             name,
             hash: xxhash_rust::xxh3::xxh3_64(source.as_bytes()),
@@ -175,6 +176,7 @@ pub fn compile(source: &str) -> Result<Pack, Vec<Diagnostic>> {
             dlr_join_ms,
             rule_pos,
             source: source.into(),
+            fingerprint_rules,
         })
     } else {
         Err(d.into_sorted())

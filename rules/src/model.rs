@@ -464,12 +464,35 @@ pub struct Pack {
     /// The source text the hash covers (the pack, then each merged allowlist file): what the
     /// audit log archives so an action's rule can be shown as it was.
     pub source: std::sync::Arc<str>,
+    /// [`Pack::reading_fingerprint`] of this pack's dims and rules.
+    pub fingerprint_rules: Vec<usize>,
 }
 
 impl Pack {
-    /// Whether any rule keys state by or targets the content fingerprint.
+    /// Whether any rule keys state by, counts or targets the content fingerprint.
     pub fn uses_fingerprint(&self) -> bool {
-        self.dims.iter().any(|d| d.parts.contains(&Field::Fp))
+        !self.fingerprint_rules.is_empty()
+    }
+
+    /// The rules that read a record's fingerprint (indices into `rules`): keyed by a dim with
+    /// `fp` in it, counting distinct `fp` values, or acting on a target keyed by it. Only
+    /// records some of them want need one.
+    pub fn reading_fingerprint(dims: &[Dim], rules: &[Rule]) -> Vec<usize> {
+        let has_fp = |d: usize| dims[d].parts.contains(&Field::Fp);
+        (0..rules.len())
+            .filter(|&r| {
+                let rule = &rules[r];
+                has_fp(rule.dim)
+                    || matches!(
+                        rule.kind,
+                        RuleKind::Rate {
+                            distinct: Some(Field::Fp),
+                            ..
+                        }
+                    )
+                    || rule.targets.iter().any(|&t| has_fp(t))
+            })
+            .collect()
     }
 }
 

@@ -263,27 +263,12 @@ fn push_key(dim: &anning_rules::Dim, rec: &Record, out: &mut String) -> bool {
 }
 
 fn matches(f: &Filter, r: &Record) -> bool {
-    f.kinds & r.kind.bit() != 0
-        && f.src_class & r.src_class.bit() != 0
-        && f.dst_class & r.dst_class.bit() != 0
-        && (f.port_class == u8::MAX || (r.get(Slot::Port).is_some() && f.port_class & r.port_class.bit() != 0))
-        && (f.status == u8::MAX || r.status.is_some_and(|s| f.status & s.bit() != 0))
-        && f.answered.is_none_or(|a| r.answered == Some(a))
-        && (f.content == u8::MAX || f.content & r.content != 0)
-        && f.licensed.is_none_or(|l| r.licensed == Some(l))
-        && f.err
-            .as_ref()
-            .is_none_or(|errs| r.get(Slot::Err).is_some_and(|e| errs.iter().any(|x| x == e)))
-        && f.max_dur.is_none_or(|m| r.dur.is_some_and(|d| d < m))
+    crate::filter::matches(f, &r.traits())
 }
 
 /// Whether a rule looks at `r` at all.
 fn wants(rule: &Rule, r: &Record) -> bool {
-    match &rule.kind {
-        RuleKind::Ratio { numerator, .. } => matches(&rule.filter, r) || matches(numerator, r),
-        RuleKind::Unsubscribe { .. } => r.unsubscribe || matches(&rule.filter, r),
-        _ => matches(&rule.filter, r),
-    }
+    crate::filter::wants(rule, &r.traits())
 }
 
 /// What dim `d` does with `rec` on shard `shard` of `shards`: its key's hash and a bit per

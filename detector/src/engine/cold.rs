@@ -225,6 +225,17 @@ mod tests {
     use super::*;
     use crate::window::BinRing;
 
+    proptest::proptest! {
+        /// Numbers are read as the standard library reads 1 to 19 ASCII digits.
+        #[test]
+        fn numbers_are_read_as_the_standard_library_reads_them(s in "[0-9]{0,21}|[0-9+ a٣]{0,6}") {
+            let want = (s.len() <= 19 && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse::<u64>().ok())
+                .flatten();
+            proptest::prop_assert_eq!(as_number(&s), want);
+        }
+    }
+
     #[test]
     fn an_event_is_24_bytes_and_one_is_held_inline() {
         assert_eq!(std::mem::size_of::<Event>(), 24);

@@ -298,9 +298,16 @@ fn wanted_by(pack: &Pack, rules: &[usize], rec: &Record) -> u64 {
     wanted
 }
 
-/// A subscriber number as a number, for closeness of destinations.
+/// A subscriber number as a number, for closeness of destinations and a cold key's
+/// values: 1 to 19 ASCII digits (which cannot overflow), read in one pass.
 fn as_number(s: &str) -> Option<u64> {
-    (s.len() <= 19 && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.bytes().try_fold(0u64, |n, b| {
+        let d = b.wrapping_sub(b'0');
+        (d <= 9).then_some(n * 10 + d as u64)
+    })
 }
 
 impl Engine {

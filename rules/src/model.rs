@@ -352,22 +352,40 @@ impl PlanDfa {
         Some(PlanDfa { dfa, class_of })
     }
 
-    /// The class of the first pattern (in plan order) matching anywhere in `addr`.
+    /// The class of the first pattern (in plan order) matching anywhere in `addr`: the DFA
+    /// walked byte by byte (its match states, one byte late, name every pattern matching up
+    /// to there), stopping at a dead state or once the first pattern has matched.
     fn classify(&self, addr: &str) -> AddrClass {
         use regex_automata::Input;
-        use regex_automata::dfa::{Automaton, OverlappingState};
-        let input = Input::new(addr);
-        let mut state = OverlappingState::start();
+        use regex_automata::dfa::Automaton;
+        let Ok(mut s) = self.dfa.start_state_forward(&Input::new(addr)) else {
+            return AddrClass::Other;
+        };
         let mut first = usize::MAX;
-        loop {
-            // A DFA built without size-limited search options cannot fail on a `&str`.
-            if self.dfa.try_search_overlapping_fwd(&input, &mut state).is_err() {
-                return AddrClass::Other;
+        let seen = |s, first: &mut usize| {
+            for i in 0..self.dfa.match_len(s) {
+                *first = (*first).min(self.dfa.match_pattern(s, i).as_usize());
             }
-            match state.get_match() {
-                Some(m) => first = first.min(m.pattern().as_usize()),
-                None => break,
+        };
+        for &b in addr.as_bytes() {
+            s = self.dfa.next_state(s, b);
+            if self.dfa.is_special_state(s) {
+                if self.dfa.is_match_state(s) {
+                    seen(s, &mut first);
+                    if first == 0 {
+                        return self.class_of[0];
+                    }
+                } else if self.dfa.is_dead_state(s) {
+                    return self.class_of.get(first).copied().unwrap_or(AddrClass::Other);
+                } else if self.dfa.is_quit_state(s) {
+                    // No quit bytes are configured; were there any, the regexes would decide.
+                    return AddrClass::Other;
+                }
             }
+        }
+        s = self.dfa.next_eoi_state(s);
+        if self.dfa.is_match_state(s) {
+            seen(s, &mut first);
         }
         self.class_of.get(first).copied().unwrap_or(AddrClass::Other)
     }

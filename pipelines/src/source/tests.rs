@@ -111,6 +111,33 @@ fn pooled_json_lines_give_what_one_thread_gives() {
     }
 }
 
+/// A line is the same whether it lies whole in the reader's buffer or spans several fills
+/// of it: read through buffers smaller than a line and larger than one, both ways.
+#[test]
+fn lines_spanning_fills_of_the_buffer_read_as_whole_ones() {
+    let (pack, registry, keyer) = setup();
+    let en = Enricher::new(&pack, &registry);
+    // Past 65 536 lines, where progress is reported.
+    let day = &day().repeat(2)[..];
+    let mut whole = Got::default();
+    read_jsonl("day", day, en, &mut whole).unwrap();
+    assert!(whole.done > 0, "progress reported");
+    let mut decoders = Decoders::new(2, &registry, "line").unwrap();
+    for cap in [7, 4096] {
+        let mut alone = Got::default();
+        read_jsonl("day", std::io::BufReader::with_capacity(cap, day), en, &mut alone).unwrap();
+        whole.assert_same_given(&alone);
+        assert_eq!(alone.done, whole.done, "progress in bytes read");
+        let mut pooled = Got::checking(&keyer);
+        let pool = Pool {
+            decoders: &mut decoders,
+            keyer: &keyer,
+        };
+        read_jsonl_pooled("day", std::io::BufReader::with_capacity(cap, day), pool, &mut pooled).unwrap();
+        whole.assert_same_given(&pooled);
+    }
+}
+
 /// A day of rows as Parquet in memory, in row groups of `group` rows: the sample lines
 /// that parse, each repeated, with rows to reject (a type not in the contract, a time
 /// that is not one, no `ts`) among them.

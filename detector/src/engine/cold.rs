@@ -226,9 +226,11 @@ mod tests {
     use crate::window::BinRing;
 
     proptest::proptest! {
-        /// Numbers are read as the standard library reads 1 to 19 ASCII digits.
+        /// Numbers are read as the standard library reads 1 to 19 ASCII digits: digit strings
+        /// up to past the limit, digits among their ASCII neighbours `/` and `:`, and short
+        /// strings of any printable ASCII and a non-ASCII digit.
         #[test]
-        fn numbers_are_read_as_the_standard_library_reads_them(s in "[0-9]{0,21}|[0-9+ a٣]{0,6}") {
+        fn numbers_are_read_as_the_standard_library_reads_them(s in "[0-9]{0,21}|[/-:]{1,20}|[ -~٣]{0,6}") {
             let want = (s.len() <= 19 && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
                 .then(|| s.parse::<u64>().ok())
                 .flatten();

@@ -272,8 +272,11 @@ fn pooled_csv_gives_what_one_thread_gives() {
     let mut decoders = Decoders::new(2, &registry, "line").unwrap();
     let many = csv_day((IN_FLIGHT + 3) * CHUNK);
     let header_only = &many[..many.iter().position(|&b| b == b'\n').unwrap() + 1];
-    // Past the chunks in flight, twice over the same decoders; smaller than a chunk; no rows.
-    for (i, bytes) in [&many[..], &many[..], &csv_day(100)[..], header_only].into_iter().enumerate() {
+    // Past 65 536 rows, where progress is reported.
+    let long = csv_day(70_000);
+    // Past the chunks in flight, then past a progress report over the same decoders;
+    // smaller than a chunk; no rows.
+    for (i, bytes) in [&many[..], &long[..], &csv_day(100)[..], header_only].into_iter().enumerate() {
         let mut alone = Got::default();
         read_csv("day", bytes, en, &mut alone).unwrap();
         if i == 0 {
@@ -295,6 +298,7 @@ fn pooled_csv_gives_what_one_thread_gives() {
         read_csv_pooled("day", bytes, pool, &mut pooled).unwrap();
         alone.assert_same_given(&pooled);
         assert_eq!(pooled.done, alone.done, "progress in bytes read");
+        assert_eq!(alone.done > 0, i == 1, "progress reported past 65 536 rows only");
         if i < 3 {
             assert!(
                 pooled.routed > 0 && pooled.routed < pooled.given.len(),

@@ -46,8 +46,9 @@ enum Dst {
 
 impl Dst {
     fn new(s: &str) -> Dst {
-        match s.parse::<u64>() {
-            Ok(n) if !s.starts_with('0') && !s.starts_with('+') && s.len() <= 19 => Dst::Num(n),
+        // A leading zero would not come back from the number.
+        match crate::engine::as_number(s) {
+            Some(n) if !s.starts_with('0') => Dst::Num(n),
             _ => Dst::Text(s.into()),
         }
     }
@@ -173,6 +174,23 @@ impl Joiner {
             }
             self.order.pop_front();
             self.messages.remove(&h);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// A destination comes back as it went in, kept as a number only when that loses
+        /// nothing: digit strings up to past 19 digits, with leading zeros, a sign, or text.
+        #[test]
+        fn a_destination_comes_back_as_it_went_in(s in "[0-9]{0,21}|[+0][0-9]{0,12}|[ -~]{0,8}") {
+            let d = Dst::new(&s);
+            proptest::prop_assert_eq!(d.text(), s.clone());
+            let number = matches!(d, Dst::Num(_));
+            proptest::prop_assert_eq!(number, (1..=19).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) && !s.starts_with('0'));
         }
     }
 }

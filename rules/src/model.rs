@@ -369,20 +369,24 @@ impl PlanDfa {
         };
         for &b in addr.as_bytes() {
             s = self.dfa.next_state(s, b);
-            if self.dfa.is_special_state(s) {
-                if self.dfa.is_match_state(s) {
-                    seen(s, &mut first);
-                    if first == 0 {
-                        return self.class_of[0];
-                    }
-                } else if self.dfa.is_dead_state(s) {
-                    return self.class_of.get(first).copied().unwrap_or(AddrClass::Other);
-                } else if self.dfa.is_quit_state(s) {
-                    // No quit bytes are configured; were there any, the regexes would decide.
-                    return AddrClass::Other;
+            // One comparison for the usual state; the kind of a special one after it.
+            if !self.dfa.is_special_state(s) {
+                continue;
+            }
+            if self.dfa.is_match_state(s) {
+                seen(s, &mut first);
+                if first == 0 {
+                    break;
                 }
+            } else if self.dfa.is_dead_state(s) {
+                break;
+            } else if self.dfa.is_quit_state(s) {
+                // No quit bytes are configured, so this is never reached; a search that
+                // could not finish gave `Other` before, and does here.
+                return AddrClass::Other;
             }
         }
+        // A match of the whole address shows one step past its end; a dead state stays dead.
         s = self.dfa.next_eoi_state(s);
         if self.dfa.is_match_state(s) {
             seen(s, &mut first);

@@ -298,9 +298,9 @@ fn wanted_by(pack: &Pack, rules: &[usize], rec: &Record) -> u64 {
     wanted
 }
 
-/// A subscriber number as a number, for closeness of destinations and a cold key's
-/// values: 1 to 19 ASCII digits (which cannot overflow), read in one pass.
-fn as_number(s: &str) -> Option<u64> {
+/// A subscriber number as a number, for closeness of destinations, a cold key's values and
+/// the joiner's destinations: 1 to 19 ASCII digits (which cannot overflow), read in one pass.
+pub(crate) fn as_number(s: &str) -> Option<u64> {
     if s.is_empty() || s.len() > 19 {
         return None;
     }

@@ -3,7 +3,7 @@
 //! actions as replay, dead letters with reasons, a SIGTERM and restart that loses nothing,
 //! a paused broker recovered from, and the metrics exposition.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -164,7 +164,7 @@ impl Daemon {
         d
     }
 
-    fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) fn get(&self, path: &str) -> (u16, String) {
         self.request("GET", path, "")
     }
 
@@ -237,8 +237,6 @@ impl Drop for Daemon {
     }
 }
 
-/// Every message of a topic from the beginning, until `want` arrived or `idle` passed with
-/// nothing new.
 /// A consumer for reading topics back (assigned, not subscribed; commits nothing).
 fn reader(brokers: &str) -> BaseConsumer {
     ClientConfig::new()
@@ -252,7 +250,22 @@ fn reader(brokers: &str) -> BaseConsumer {
 /// A message as read back: key, payload, headers.
 type Msg = (Option<Vec<u8>>, Vec<u8>, Vec<(String, String)>);
 
+/// Every message of a topic (all its partitions) from the beginning, until `want` of them
+/// arrived or `limit` passed.
 pub(crate) fn read_topic(brokers: &str, topic: &str, want: usize, limit: Duration) -> Vec<Msg> {
+    read_topic_until(brokers, topic, limit, Duration::ZERO, |got| got.len() >= want)
+}
+
+/// Every message of a topic (all its partitions) from the beginning, with one consumer, until
+/// `done` holds for what has arrived — then `more` longer, to catch any that should not be
+/// there — or `limit` passed.
+pub(crate) fn read_topic_until(
+    brokers: &str,
+    topic: &str,
+    limit: Duration,
+    more: Duration,
+    mut done: impl FnMut(&[Msg]) -> bool,
+) -> Vec<Msg> {
     let consumer = reader(brokers);
     let mut tpl = TopicPartitionList::new();
     let partitions = consumer
@@ -265,7 +278,14 @@ pub(crate) fn read_topic(brokers: &str, topic: &str, want: usize, limit: Duratio
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let t = Instant::now();
-    while out.len() < want && t.elapsed() < limit {
+    let mut complete: Option<Instant> = None;
+    while t.elapsed() < limit {
+        if complete.is_none() && done(&out) {
+            complete = Some(Instant::now());
+        }
+        if complete.is_some_and(|c| c.elapsed() >= more) {
+            break;
+        }
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             out.push((
                 m.key().map(<[u8]>::to_vec),
@@ -277,28 +297,25 @@ pub(crate) fn read_topic(brokers: &str, topic: &str, want: usize, limit: Duratio
     out
 }
 
-/// Actions from a topic until every expected id has arrived (or `limit`), then two seconds
-/// more to catch any that should not be there.
+/// Actions from a topic (all its partitions) until every expected id has arrived (or
+/// `limit`), then three seconds more to catch any that should not be there.
 pub(crate) fn read_actions(brokers: &str, topic: &str, expected: &[serde_json::Value], limit: Duration) -> Vec<serde_json::Value> {
-    let want: std::collections::BTreeSet<String> = ids(expected).into_iter().collect();
-    let consumer = reader(brokers);
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
-    consumer.assign(&tpl).unwrap();
-    let (mut out, mut seen) = (Vec::new(), std::collections::BTreeSet::new());
-    let t = Instant::now();
-    let mut complete: Option<Instant> = None;
-    while t.elapsed() < limit && complete.is_none_or(|c| c.elapsed() < Duration::from_secs(2)) {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let a: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
-            seen.insert(a["id"].as_str().unwrap().to_string());
-            out.push(a);
-        }
-        if complete.is_none() && want.is_subset(&seen) {
-            complete = Some(Instant::now());
-        }
-    }
-    out
+    actions_until(brokers, topic, &ids(expected).into_iter().collect(), limit)
+}
+
+/// Actions from a topic (all its partitions) until every id of `want` has arrived (or
+/// `limit`), then three seconds more to catch any that should not be there.
+pub(crate) fn actions_until(brokers: &str, topic: &str, want: &BTreeSet<String>, limit: Duration) -> Vec<serde_json::Value> {
+    let value = |(_, p, _): &Msg| serde_json::from_slice::<serde_json::Value>(p).unwrap();
+    let (mut seen, mut read) = (BTreeSet::new(), 0);
+    read_topic_until(brokers, topic, limit, Duration::from_secs(3), |got| {
+        seen.extend(got[read..].iter().map(|m| value(m)["id"].as_str().unwrap().to_string()));
+        read = got.len();
+        want.is_subset(&seen)
+    })
+    .iter()
+    .map(value)
+    .collect()
 }
 
 pub(crate) fn produce(brokers: &str, topic: &str, input: &Path) {
@@ -625,8 +642,11 @@ ladder = [{ action = "throttle", rate = 0.01, for = "6h" }]
         d.metric("anning_records_in_total") >= 250_000.0 && d.metric("anning_actions_total") >= s.expected.len() as f64
     });
     std::thread::sleep(Duration::from_secs(2));
-    let got = read_topic(&brokers, &format!("{name}.actions"), usize::MAX, Duration::from_secs(10));
-    let mut seen = std::collections::BTreeSet::new();
+    // Every action the daemon counted as delivered, however slowly the broker hands them back.
+    let produced = d.metric("anning_actions_total") as usize;
+    let got = read_topic(&brokers, &format!("{name}.actions"), produced, Duration::from_secs(120));
+    assert_eq!(got.len(), produced, "every action the daemon delivered is read back");
+    let mut seen = BTreeSet::new();
     let mut deeds: Vec<String> = got
         .iter()
         .map(|(_, p, _)| serde_json::from_slice::<serde_json::Value>(p).unwrap())
@@ -648,7 +668,7 @@ ladder = [{ action = "throttle", rate = 0.01, for = "6h" }]
     .map(deed)
     .collect();
     let shadow = read_topic(&brokers, &format!("{name}.shadow"), want_shadow.len(), Duration::from_secs(30));
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen = BTreeSet::new();
     let mut got_shadow: Vec<String> = shadow
         .iter()
         .map(|(_, p, _)| serde_json::from_slice::<serde_json::Value>(p).unwrap())

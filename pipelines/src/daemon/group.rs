@@ -37,7 +37,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -593,6 +593,18 @@ pub fn run(
                         && lag.get(p).is_some_and(|l| *l == 0)
                         && it.last_fed.elapsed() >= Duration::from_millis(cfg.idle_ms);
                     if it.announced != Some((r, idle)) && it.next >= committed.get(t).copied().unwrap_or(0) {
+                        if idle != it.announced.is_some_and(|(_, was)| was) {
+                            tracing::info!(
+                                partition = p,
+                                offset = it.next,
+                                "input partition {}",
+                                if idle {
+                                    "caught up and silent: announced idle"
+                                } else {
+                                    "delivering: announced busy"
+                                }
+                            );
+                        }
                         it.announced = Some((r, idle));
                         for (_, topic) in &ctx.names.dims {
                             for part in 0..q {
@@ -624,6 +636,7 @@ pub fn run(
                 })
                 .collect();
             let threads = cfg.threads.max(1);
+            let disorder = &metrics.merge_out_of_order;
             let results: Vec<Vec<(TaskId, i64, Action, i64)>> = std::thread::scope(|s| {
                 let chunk = dim_tasks.len().div_ceil(threads).max(1);
                 let handles: Vec<_> = dim_tasks
@@ -632,7 +645,7 @@ pub fn run(
                         s.spawn(move || {
                             let mut out = Vec::new();
                             for (t, dt, _) in part.iter_mut() {
-                                merge_run(*t, dt, lateness, &mut out);
+                                merge_run(*t, dt, lateness, &mut out, disorder);
                             }
                             out
                         })
@@ -790,7 +803,8 @@ fn route(
 
 /// Runs what the merge can release, in (R, input partition, offset) order, each record with
 /// watermark `R − lateness`.
-fn merge_run(t: TaskId, dt: &mut DimTask, lateness: i64, out: &mut Vec<(TaskId, i64, Action, i64)>) {
+fn merge_run(t: TaskId, dt: &mut DimTask, lateness: i64, out: &mut Vec<(TaskId, i64, Action, i64)>, disorder: &AtomicU64) {
+    let before = dt.merge.out_of_order();
     let mut acts = Vec::new();
     while let Some(x) = dt.merge.pop() {
         dt.last_r = x.r;
@@ -799,6 +813,11 @@ fn merge_run(t: TaskId, dt: &mut DimTask, lateness: i64, out: &mut Vec<(TaskId, 
         for a in acts.drain(..) {
             out.push((t, x.q_off, a, x.item.ts));
         }
+    }
+    let n = dt.merge.out_of_order() - before;
+    if n > 0 {
+        disorder.fetch_add(n, Relaxed);
+        tracing::warn!(task = ?t, records = n, "records run out of the merge order: an input partition announced idle delivered again");
     }
 }
 

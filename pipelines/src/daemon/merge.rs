@@ -33,6 +33,11 @@ struct Upstream<T> {
 #[derive(Debug)]
 pub(super) struct Merge<T> {
     ups: Vec<Upstream<T>>,
+    /// (R, p, offset) of the last record released.
+    last: Option<(i64, i32, i64)>,
+    /// Records released before one already released in (R, p, offset) order: each is a
+    /// record of a partition that was announced idle and then delivered again (or a fault).
+    out_of_order: u64,
 }
 
 /// Per input partition: (last offset released, mark, idle), as a checkpoint keeps it.
@@ -50,6 +55,8 @@ impl<T> Merge<T> {
                     idle: false,
                 })
                 .collect(),
+            last: None,
+            out_of_order: 0,
         }
     }
 
@@ -92,7 +99,17 @@ impl<T> Merge<T> {
         }
         let x = self.ups[cp].buf.pop_front().expect("a head");
         self.ups[cp].done = x.offset;
+        let at = (x.r, cp as i32, x.offset);
+        if self.last.is_some_and(|l| at < l) {
+            self.out_of_order += 1;
+        }
+        self.last = Some(at);
         Some(x)
+    }
+
+    /// Records released out of (R, p, offset) order so far (see `out_of_order`).
+    pub fn out_of_order(&self) -> u64 {
+        self.out_of_order
     }
 
     /// The dimension-partition offset of the oldest record still waiting.
@@ -199,6 +216,30 @@ mod tests {
             }
             let got: Vec<(i64, i32, i64)> = got.iter().map(|x| (x.r, x.item, x.offset)).collect();
             prop_assert_eq!(got, want);
+            prop_assert_eq!(m.out_of_order(), 0);
         }
+    }
+
+    #[test]
+    fn a_partition_that_delivers_after_it_was_announced_idle_is_counted_out_of_order() {
+        let mut m: Merge<()> = Merge::new(2);
+        let rec = |r, offset| Pending {
+            r,
+            offset,
+            q_off: 0,
+            item: (),
+        };
+        assert!(m.offer(0, rec(10, 0)));
+        assert!(m.pop().is_none(), "partition 1 may still send something earlier");
+        m.mark(1, 5, true);
+        assert_eq!(m.pop().map(|x| x.r), Some(10), "an idle partition does not hold the merge");
+        assert!(m.offer(1, rec(7, 0)));
+        assert!(m.offer(0, rec(12, 1)));
+        assert_eq!(m.pop().map(|x| (x.r, x.offset)), Some((7, 0)));
+        assert_eq!(m.out_of_order(), 1, "R 7 ran after R 10");
+        assert!(m.pop().is_none(), "partition 1 is busy again: it holds R 12 back");
+        m.mark(1, 12, false);
+        assert_eq!(m.pop().map(|x| x.r), Some(12));
+        assert_eq!(m.out_of_order(), 1);
     }
 }

@@ -20,6 +20,9 @@ pub struct Metrics {
     pub dead_letters: AtomicU64,
     /// Messages fetched again that this process had handled already (skipped).
     pub redelivered: AtomicU64,
+    /// Scale-out: records a dimension task ran out of the merge's (R, partition, offset)
+    /// order, because an input partition announced idle delivered again.
+    pub merge_out_of_order: AtomicU64,
     /// Pack reloads that took effect, and that were refused (invalid pack).
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
@@ -74,6 +77,7 @@ impl Default for Metrics {
             actions_suppressed: Default::default(),
             dead_letters: Default::default(),
             redelivered: Default::default(),
+            merge_out_of_order: Default::default(),
             reloads: Default::default(),
             reload_failures: Default::default(),
             releases: Default::default(),
@@ -174,7 +178,7 @@ impl Metrics {
             family(&mut o, "anning_pack_info", "gauge", "The rule pack running: name and content hash.");
             let _ = writeln!(o, "anning_pack_info{{pack=\"{}\",hash=\"{hash}\"}} 1", escape(name));
         }
-        let counters: [(&str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
             ("anning_checkpoints_total", "State checkpoints written.", &self.checkpoints),
             (
                 "anning_checkpoint_failures_total",
@@ -207,6 +211,11 @@ impl Metrics {
                 "anning_redelivered_total",
                 "Messages fetched again after an outage or rebalance, already handled, skipped.",
                 &self.redelivered,
+            ),
+            (
+                "anning_merge_out_of_order_total",
+                "Scale-out: records run out of the deterministic merge order, because an input partition announced idle delivered again (actions may then differ from a replay).",
+                &self.merge_out_of_order,
             ),
             (
                 "anning_actions_suppressed_total",

@@ -36,7 +36,6 @@ mod checkpoints;
 pub mod config;
 mod decode;
 pub mod group;
-mod merge;
 pub mod metrics;
 mod release;
 mod reload;

@@ -1,4 +1,4 @@
-//! The deterministic merge of a scale-out dimension task (see [`super::group`]).
+//! The deterministic merge of a scale-out dimension task (see [`super`]).
 //!
 //! Each input partition `p` sends its records in offset order, each with `R`, the largest
 //! event time `p` had carried up to and including it (so `R` never decreases along `p`), and
@@ -148,6 +148,34 @@ mod tests {
         prop::collection::vec(prop::collection::vec(0i64..3, 0..25), 1..5)
     }
 
+    /// Each partition's records: (R, offset), R running up by the steps.
+    fn records(steps: &[Vec<i64>]) -> Vec<Vec<(i64, i64)>> {
+        steps
+            .iter()
+            .map(|s| {
+                let mut r = 0;
+                s.iter()
+                    .enumerate()
+                    .map(|(o, d)| {
+                        r += d;
+                        (r, o as i64)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The naive model: every record, sorted by (R, p, offset).
+    fn in_order(parts: &[Vec<(i64, i64)>]) -> Vec<(i64, i32, i64)> {
+        let mut all: Vec<(i64, i32, i64)> = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(p, v)| v.iter().map(move |&(r, o)| (r, p as i32, o)))
+            .collect();
+        all.sort();
+        all
+    }
+
     proptest! {
         /// Against the naive model: sort every record by (R, p, offset). Records and marks
         /// arrive in any interleaving, some records twice; each partition ends idle.
@@ -157,20 +185,8 @@ mod tests {
             schedule in prop::collection::vec(0usize..8, 0..400),
             repeat in prop::collection::vec(any::<bool>(), 0..100),
         ) {
-            // Each partition's records: (R, offset), R running up by the steps.
-            let parts: Vec<Vec<(i64, i64)>> = steps
-                .iter()
-                .map(|s| {
-                    let mut r = 0;
-                    s.iter().enumerate().map(|(o, d)| { r += d; (r, o as i64) }).collect()
-                })
-                .collect();
-            let mut want: Vec<(i64, i32, i64)> = parts
-                .iter()
-                .enumerate()
-                .flat_map(|(p, v)| v.iter().map(move |&(r, o)| (r, p as i32, o)))
-                .collect();
-            want.sort();
+            let parts = records(&steps);
+            let want = in_order(&parts);
 
             let mut m: Merge<i32> = Merge::new(parts.len());
             let mut next = vec![0usize; parts.len()];
@@ -276,13 +292,7 @@ mod tests {
             again in prop::collection::vec(1usize..12, 1..20),
             cut in 0usize..40,
         ) {
-            let parts: Vec<Vec<(i64, i64)>> = steps
-                .iter()
-                .map(|s| {
-                    let mut r = 0;
-                    s.iter().enumerate().map(|(o, d)| { r += d; (r, o as i64) }).collect()
-                })
-                .collect();
+            let parts = records(&steps);
             // The topic: partitions take turns as `order` says; after a record, a mark
             // sometimes, and sometimes a rewind of up to 5 records (sent again).
             let mut topic = Vec::new();
@@ -310,12 +320,7 @@ mod tests {
                 let r = v.last().map_or(0, |x| x.0);
                 topic.push(Msg::Mark { p: p as i32, r, idle: true });
             }
-            let mut want: Vec<(i64, i32, i64)> = parts
-                .iter()
-                .enumerate()
-                .flat_map(|(p, v)| v.iter().map(move |&(r, o)| (r, p as i32, o)))
-                .collect();
-            want.sort();
+            let want = in_order(&parts);
 
             // One that never stopped.
             let mut whole: Merge<i32> = Merge::new(parts.len());

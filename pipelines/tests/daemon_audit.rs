@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::daemon::{Daemon, broker, produce, read_actions, scenario, tmp, unique};
+use crate::kafka::{Daemon, broker, produce, read_actions, scenario, tmp, unique};
 
 #[test]
 fn actions_and_a_release_on_appeal_reach_the_audit_log() {

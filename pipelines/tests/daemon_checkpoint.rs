@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::daemon::{Daemon, Scenario, broker, ids, produce, read_actions, scenario, tmp, unique};
+use crate::kafka::{Daemon, Scenario, broker, ids, produce, read_actions, scenario, tmp, unique};
 
 fn snapshots(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir)

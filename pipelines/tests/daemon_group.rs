@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::daemon::{Daemon, actions_until, anning, broker, ids, read_topic, run_ok, scenario, tmp, unique};
+use crate::kafka::{Daemon, actions_until, anning, broker, ids, read_topic, run_ok, scenario, tmp, unique};
 
 /// Waits until the daemons have read the whole stream and their merges have run dry: the
 /// actions produced stay the same for longer than `idle_ms` (3 s) and a few batches.

@@ -11,6 +11,7 @@ mod desk;
 mod determinism;
 mod formats;
 mod golden;
+mod kafka;
 mod rules_test;
 mod score;
 mod util;

@@ -9,22 +9,34 @@ use std::time::{Duration, Instant};
 
 use crate::kafka::{Daemon, actions_until, anning, broker, ids, read_topic, run_ok, scenario, tmp, unique};
 
-/// Waits until the daemons have read the whole stream and their merges have run dry: the
-/// actions produced stay the same for longer than `idle_ms` (3 s) and a few batches.
-fn settled(daemons: &[&Daemon], records: f64) {
+/// Waits until the daemons have read the whole stream and run all of it: the records are
+/// in, every partition is held (`partitions`, when given), no merge waits on an input
+/// partition or holds records (every input partition was announced idle, after its last
+/// record), nothing is in flight, and the actions stay the same over three looks 500 ms
+/// apart. (Actions unchanged for 8 s was not enough: under load the merges' last release
+/// came later, and the reference missed actions.)
+fn settled(daemons: &[&Daemon], records: f64, partitions: Option<f64>) {
     let t = Instant::now();
     let sum = |name: &str| daemons.iter().map(|d| d.metric(name)).sum::<f64>();
-    let mut last = (f64::NAN, Instant::now());
+    let (mut last, mut same) = (f64::NAN, 0);
     loop {
         assert!(t.elapsed() < Duration::from_secs(600), "the daemons did not settle");
         std::thread::sleep(Duration::from_millis(500));
-        if sum("anning_records_in_total") < records {
+        let gauge_there = daemons
+            .iter()
+            .all(|d| d.get("/metrics").1.contains("\nanning_merges_waiting_tasks "));
+        assert!(gauge_there, "every daemon reports its waiting merges");
+        let done = sum("anning_records_in_total") >= records
+            && partitions.is_none_or(|n| sum("anning_assigned_partitions") == n)
+            && sum("anning_merges_waiting_tasks") == 0.0
+            && sum("anning_in_flight_messages") == 0.0;
+        let now = sum("anning_actions_total") + sum("anning_actions_suppressed_total");
+        if !done || now != last {
+            (last, same) = (now, 0);
             continue;
         }
-        let now = sum("anning_actions_total") + sum("anning_actions_suppressed_total");
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(8) {
+        same += 1;
+        if same >= 3 {
             return;
         }
     }
@@ -147,7 +159,8 @@ fn three_daemons_one_killed_mid_stream_give_the_actions_of_one() {
         &group_args(&solo_prefix, solo_dir.to_str().unwrap()),
         &[],
     );
-    settled(&[&d], 250_000.0);
+    settled(&[&d], 250_000.0, None);
+    let partitions = d.metric("anning_assigned_partitions");
     assert!(
         d.get("/metrics").1.contains("\nanning_merge_out_of_order_total 0\n"),
         "one daemon runs the merge in order"
@@ -161,6 +174,11 @@ fn three_daemons_one_killed_mid_stream_give_the_actions_of_one() {
         .map(|(_, p, _)| serde_json::from_slice(p).unwrap())
         .collect();
     assert_eq!(reference.len(), produced, "every action the daemon delivered is read back");
+    assert_eq!(
+        d.metric("anning_actions_total") as usize,
+        produced,
+        "no action came after the daemon had settled"
+    );
     assert_eq!(d.stop(), 0);
     let mut want = ids(&reference);
     want.dedup();
@@ -200,7 +218,11 @@ fn three_daemons_one_killed_mid_stream_give_the_actions_of_one() {
     );
 
     let alive: Vec<&Daemon> = daemons.iter().collect();
-    settled(&alive, 250_000.0 - read[victim]);
+    settled(&alive, 250_000.0 - read[victim], Some(partitions));
+    let settled_at: f64 = alive
+        .iter()
+        .map(|d| d.metric("anning_actions_total") + d.metric("anning_actions_suppressed_total"))
+        .sum();
     let want_set: BTreeSet<String> = want.iter().cloned().collect();
     let got = actions_until(&brokers, &format!("{name}.actions"), &want_set, Duration::from_secs(60));
     let disorder: Vec<f64> = alive.iter().map(|d| d.metric("anning_merge_out_of_order_total")).collect();
@@ -228,6 +250,11 @@ fn three_daemons_one_killed_mid_stream_give_the_actions_of_one() {
         want.len(),
         total - want.len()
     );
+    let later: f64 = alive
+        .iter()
+        .map(|d| d.metric("anning_actions_total") + d.metric("anning_actions_suppressed_total"))
+        .sum();
+    assert_eq!(later, settled_at, "no action came after the daemons had settled");
     for d in daemons {
         assert_eq!(d.stop(), 0);
     }

@@ -58,6 +58,9 @@ pub struct Metrics {
     /// Consumer lag per partition (high watermark − position).
     pub lag: Mutex<BTreeMap<i32, i64>>,
     pub assigned: AtomicU64,
+    /// Scale-out: dimension tasks whose merge still waits on an input partition that has not
+    /// been announced idle, or still holds records.
+    pub merges_waiting: AtomicI64,
     pub ready: AtomicBool,
     pub watermark_ms: AtomicI64,
     /// Milliseconds (rendered as seconds) from a tipping record's event time to its action's acknowledgement.
@@ -101,6 +104,7 @@ impl Default for Metrics {
             shard_queue: Default::default(),
             lag: Default::default(),
             assigned: Default::default(),
+            merges_waiting: Default::default(),
             ready: Default::default(),
             watermark_ms: AtomicI64::new(0),
             event_latency: h(),
@@ -267,7 +271,7 @@ impl Metrics {
             family(&mut o, name, "gauge", help);
             let _ = writeln!(o, "{name} {:.3}", v.load(Relaxed) as f64 / 1000.0);
         }
-        let gauges: [(&str, &str, i64); 7] = [
+        let gauges: [(&str, &str, i64); 8] = [
             (
                 "anning_checkpoint_bytes",
                 "Size of the last checkpoint.",
@@ -297,6 +301,11 @@ impl Metrics {
                 "anning_assigned_partitions",
                 "Input partitions assigned to this daemon.",
                 self.assigned.load(Relaxed) as i64,
+            ),
+            (
+                "anning_merges_waiting_tasks",
+                "Scale-out: dimension tasks here whose merge waits on an input partition not announced idle or holds records (0 once the group has run everything it was sent).",
+                self.merges_waiting.load(Relaxed),
             ),
             (
                 "anning_ready",

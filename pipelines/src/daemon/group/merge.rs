@@ -107,6 +107,11 @@ impl<T> Merge<T> {
         Some(x)
     }
 
+    /// Every input partition announced idle and nothing waits: all it was sent has run.
+    pub fn drained(&self) -> bool {
+        self.ups.iter().all(|u| u.idle && u.buf.is_empty())
+    }
+
     /// Records released out of (R, p, offset) order so far (see `out_of_order`).
     pub fn out_of_order(&self) -> u64 {
         self.out_of_order

@@ -378,6 +378,8 @@ pub fn run(
                 let next = dt.merge.oldest().unwrap_or(dt.next);
                 commits.insert(*t, next);
             }
+            let waiting = dim_tasks.iter().filter(|(_, dt, _)| !dt.merge.drained()).count();
+            metrics.merges_waiting.store(waiting as i64, Relaxed);
             for (t, q_off, a, ts) in results.into_iter().flatten() {
                 if q_off < committed.get(&t).copied().unwrap_or(0) {
                     metrics.actions_suppressed.fetch_add(1, Relaxed);

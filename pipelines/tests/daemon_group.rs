@@ -166,8 +166,7 @@ fn three_daemons_one_killed_mid_stream_give_the_actions_of_one() {
         "one daemon runs the merge in order"
     );
     // Every action the daemon counted as delivered, however slowly the broker hands them back
-    // (a read for a fixed 5 s once came back short under load, and the group's actions then
-    // looked like extras).
+    // (this read used to stop after a fixed 5 s, which under load can come back short).
     let produced = d.metric("anning_actions_total") as usize;
     let reference: Vec<serde_json::Value> = read_topic(&brokers, &format!("{solo}.actions"), produced, Duration::from_secs(120))
         .iter()

@@ -118,6 +118,14 @@ pub(crate) struct Daemon {
     admin: String,
 }
 
+/// A metric's value in a Prometheus exposition: the sum of its series (0 when absent).
+pub(crate) fn metric_in(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Topic and group names unique to this test run (the broker outlives runs).
 pub(crate) fn unique(name: &str) -> String {
     format!("{name}-{}", std::process::id())
@@ -180,11 +188,7 @@ impl Daemon {
     }
 
     pub(crate) fn metric(&self, name: &str) -> f64 {
-        let (_, body) = self.get("/metrics");
-        body.lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_in(&self.get("/metrics").1, name)
     }
 
     pub(crate) fn wait_for(&self, limit: Duration, what: &str, ok: impl Fn(&Daemon) -> bool) {

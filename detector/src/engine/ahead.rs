@@ -483,7 +483,7 @@ mod tests {
                     .dims
                     .iter()
                     .enumerate()
-                    .map(|(d, (rules, seed))| super::super::route_by(pack, rules, *seed, d, 0, 1, rec).unwrap_or((0, 0)))
+                    .map(|(d, (rules, seed))| super::super::key::route_by(pack, rules, *seed, d, 0, 1, rec).unwrap_or((0, 0)))
                     .collect();
                 assert_eq!(keyer.routes(rec).dims, alone, "record {i}: {rec:?}");
             }

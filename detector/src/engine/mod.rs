@@ -7,7 +7,9 @@
 //! have (empty windows, ladders decayed, no action in force) are evicted, so memory follows
 //! the active keys.
 //!
-//! Submodules: `step` (one rule's window update), `cold` (keys that keep their records
+//! Submodules: `key` (key hashes, which rules want a record, which shard owns a key),
+//! `state` (a dimension's plan, a fresh window, when a key is idle), `step` (one rule's
+//! window update), `cold` (keys that keep their records
 //! until one more could tip a rule), `explain` (reasons, evidence, the contract action),
 //! `policy` (allowlist and protected ports), `reload` (a new pack, keeping what still means
 //! the same), `snapshot` (state to and from checkpoints).
@@ -35,18 +37,24 @@ use anning_rules::duration::format_duration_ms as dur;
 mod ahead;
 mod cold;
 mod explain;
+mod key;
 mod policy;
 mod reload;
 mod snapshot;
+mod state;
 mod step;
 
 pub use ahead::{Keyer, Routes};
 use cold::ColdPlan;
 use explain::{Hit, action, explain};
+pub(crate) use key::as_number;
+pub use key::{dim_seed, key_hash, shard_of};
+use key::{key_hash_of, matches, owned, push_key, route, wanted_by};
 pub use policy::Allowed;
 use policy::{Policy, allow_map};
 pub use reload::Reloaded;
 pub use snapshot::{Restored, ShardSnapshot, ShardState};
+use state::{dim_rules, dim_states, empty_slot, is_idle, new_window};
 
 /// Counters of one shard.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -194,120 +202,6 @@ pub struct Engine {
     cold_keys: bool,
     /// Records routed ahead of their turn by [`Engine::process_batch`], oldest first.
     ahead: VecDeque<ahead::Routed>,
-}
-
-/// The hash seed of a dimension: from its name, so a key keeps its hash (and its shard)
-/// across pack reloads that renumber dimensions.
-pub fn dim_seed(dim: &anning_rules::Dim) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(dim.name().as_bytes())
-}
-
-/// Hash of a key of a dim (by its [`dim_seed`]) given its parts; also decides which shard
-/// owns it. xxh3 of the parts joined by `+`, hashed in one call (the streaming hasher
-/// derives a secret from the seed first, which cost more than the hash).
-pub fn key_hash(seed: u64, parts: &[&str]) -> u64 {
-    hash_joined(seed, parts.iter().map(|p| Some(*p))).expect("every part given")
-}
-
-/// [`key_hash`] of `rec`'s key under `dim`, read from the record without gathering its
-/// parts; `None` when it lacks a part (or has it empty).
-fn key_hash_of(dim: &anning_rules::Dim, seed: u64, rec: &Record) -> Option<u64> {
-    hash_joined(seed, dim.parts.iter().map(|f| key_part(rec, *f)))
-}
-
-/// xxh3 of `parts` joined by `+`, in one call; `None` when a part is missing.
-fn hash_joined<'a>(seed: u64, mut parts: impl ExactSizeIterator<Item = Option<&'a str>>) -> Option<u64> {
-    if parts.len() == 1 {
-        return parts.next()?.map(|p| xxh3_64_with_seed(p.as_bytes(), seed));
-    }
-    let mut joined = SmallVec::<[u8; 128]>::new();
-    for (i, p) in parts.enumerate() {
-        if i > 0 {
-            joined.push(b'+');
-        }
-        joined.extend_from_slice(p?.as_bytes());
-    }
-    Some(xxh3_64_with_seed(&joined, seed))
-}
-
-/// A part of a key: `rec`'s field `f`, if present and non-empty.
-fn key_part(rec: &Record, f: Field) -> Option<&str> {
-    rec.field(f).filter(|v| !v.is_empty())
-}
-
-/// A route (key hash, rules that want the record) if it wants anything and shard `shard` of
-/// `shards` owns its key.
-fn owned((hash, wanted): (u64, u64), shard: u64, shards: u64) -> Option<(u64, u64)> {
-    (wanted != 0 && shard_of(hash, shards) == shard).then_some((hash, wanted))
-}
-
-/// The shard (of `shards`) that owns a key hash.
-pub fn shard_of(hash: u64, shards: u64) -> u64 {
-    // Mix first so the shard does not fix the low bits the hash table buckets by.
-    ((hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) * shards) >> 32
-}
-
-/// Appends `rec`'s key under `dim`, its parts joined by `+`, to `out`; `false` when `rec`
-/// lacks a part (or has it empty), `out` then holding part of it.
-fn push_key(dim: &anning_rules::Dim, rec: &Record, out: &mut String) -> bool {
-    for (i, f) in dim.parts.iter().enumerate() {
-        let Some(v) = key_part(rec, *f) else {
-            return false;
-        };
-        if i > 0 {
-            out.push('+');
-        }
-        out.push_str(v);
-    }
-    true
-}
-
-fn matches(f: &Filter, r: &Record) -> bool {
-    crate::filter::matches(f, &r.traits())
-}
-
-/// Whether a rule looks at `r` at all.
-fn wants(rule: &Rule, r: &Record) -> bool {
-    crate::filter::wants(rule, &r.traits())
-}
-
-/// What dim `d` does with `rec` on shard `shard` of `shards`: its key's hash and a bit per
-/// rule slot that wants the record; `None` when no rule does, the record has no key under
-/// `d`, or another shard owns the key.
-fn route(pack: &Pack, ds: &DimState, d: usize, shard: u64, shards: u64, rec: &Record) -> Option<(u64, u64)> {
-    route_by(pack, &ds.rules, ds.seed, d, shard, shards, rec)
-}
-
-/// [`route`] given the dim's rules and seed.
-fn route_by(pack: &Pack, rules: &[usize], seed: u64, d: usize, shard: u64, shards: u64, rec: &Record) -> Option<(u64, u64)> {
-    let wanted = wanted_by(pack, rules, rec);
-    if wanted == 0 {
-        return None;
-    }
-    owned((key_hash_of(&pack.dims[d], seed, rec)?, wanted), shard, shards)
-}
-
-/// A bit per rule of `rules` (a dim's, in slot order) that wants `rec`.
-fn wanted_by(pack: &Pack, rules: &[usize], rec: &Record) -> u64 {
-    let mut wanted: u64 = 0;
-    for (i, &r) in rules.iter().enumerate() {
-        if wants(&pack.rules[r], rec) {
-            wanted |= 1 << i;
-        }
-    }
-    wanted
-}
-
-/// A subscriber number as a number, for closeness of destinations, a cold key's values and
-/// the joiner's destinations: 1 to 19 ASCII digits (which cannot overflow), read in one pass.
-pub(crate) fn as_number(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 {
-        return None;
-    }
-    s.bytes().try_fold(0u64, |n, b| {
-        let d = b.wrapping_sub(b'0');
-        (d <= 9).then_some(n * 10 + d as u64)
-    })
 }
 
 impl Engine {
@@ -600,163 +494,4 @@ impl Engine {
         self.stats.evicted += (before - ds.table.len()) as u64;
         ds.next_sweep = wm.saturating_add(ds.sweep_every);
     }
-}
-
-fn dim_states(pack: &Pack) -> Vec<DimState> {
-    (0..pack.dims.len())
-        .map(|d| {
-            let rules = dim_rules(pack, d);
-            let history = rules
-                .iter()
-                .map(|&r| history_ms(&pack.rules[r], pack.lateness_ms))
-                .max()
-                .unwrap_or(0);
-            let sweep_every = (history / 4).max(60_000);
-            let suspect_slot = rules
-                .iter()
-                .map(|&r| pack.rules[r].suspect.as_ref().and_then(|s| rules.iter().position(|&x| x == s.rule)))
-                .collect();
-            DimState {
-                cold: ColdPlan::new(pack, &rules),
-                suspect_slot,
-                rules,
-                table: HashTable::new(),
-                sweep_every,
-                next_sweep: i64::MIN,
-                seed: dim_seed(&pack.dims[d]),
-                base: ahead::Base::default(),
-            }
-        })
-        .collect()
-}
-
-/// Indices into `pack.rules` of the rules keyed by dim `d`, in pack order: a key's rule
-/// slots, and the bits of a route's `wanted`.
-fn dim_rules(pack: &Pack, d: usize) -> Vec<usize> {
-    (0..pack.rules.len()).filter(|&r| pack.rules[r].dim == d).collect()
-}
-
-/// How much event time a rule's state reaches back.
-fn history_ms(rule: &Rule, lateness_ms: i64) -> i64 {
-    match rule.kind {
-        RuleKind::Rate { .. } => rule.window_ms + lateness_ms,
-        RuleKind::NearLimit { n, .. } => (n as i64 + 1) * rule.window_ms + lateness_ms,
-        RuleKind::Ratio { .. } | RuleKind::Unsubscribe { .. } => rule.window_ms + lateness_ms,
-    }
-}
-
-fn empty_slot() -> RuleSlot {
-    RuleSlot {
-        window: Window::Unused,
-        ladder: Ladder::default(),
-        acted: None,
-    }
-}
-
-/// A rule's window for one key, made when the rule first matches a record of the key.
-fn new_window(rule: &Rule, lateness_ms: i64) -> Window {
-    let w = rule.bins();
-    match rule.kind {
-        RuleKind::Rate { sequential: Some(_), .. } => Window::Sequential {
-            count: SlidingCount::new(w),
-            last: None,
-        },
-        RuleKind::Rate { distinct: None, .. } => Window::Count(SlidingCount::new(w)),
-        RuleKind::Rate { distinct: Some(_), .. } => Window::Distinct(Box::new((SlidingDistinct::new(w), VecDeque::new()))),
-        RuleKind::Ratio { .. } => Window::Ratio(Box::new((SlidingCount::new(w), SlidingCount::new(w)))),
-        RuleKind::Unsubscribe { .. } => Window::Unsubscribe(Box::new(Unsubscribed {
-            since: Default::default(),
-            violations: SlidingCount::new(w),
-            recent: VecDeque::new(),
-        })),
-        RuleKind::NearLimit { n, .. } => {
-            let lateness_bins = (lateness_ms + rule.slide_ms - 1) / rule.slide_ms + 1;
-            Window::Near(Box::new(NearLimit::new(w, n as usize, lateness_bins as usize)))
-        }
-    }
-}
-
-/// Whether an entry is indistinguishable from a fresh one for every record at or after `wm`
-/// (`wm_bins[i]`: `wm`'s bin for rule slot `i`).
-fn is_idle(pack: &Pack, rules: &[usize], e: &Entry, wm: i64, wm_bins: &[i64]) -> bool {
-    if e.active.as_ref().is_some_and(|a| a.until > wm) {
-        return false;
-    }
-    rules.iter().zip(e.slots.iter()).zip(wm_bins).all(|((&r, s), &wm_bin)| {
-        let rule = &pack.rules[r];
-        let window_idle = match &s.window {
-            Window::Unused => true,
-            Window::Count(w) => w.ring().is_empty_at(wm_bin),
-            Window::Distinct(d) => d.0.ring().is_empty_at(wm_bin),
-            Window::Near(w) => w.is_idle_at(wm_bin),
-            Window::Sequential { count, .. } => count.ring().is_empty_at(wm_bin),
-            Window::Ratio(r) => r.0.ring().is_empty_at(wm_bin) && r.1.ring().is_empty_at(wm_bin),
-            Window::Unsubscribe(u) => {
-                let remember = match rule.kind {
-                    RuleKind::Unsubscribe { remember_ms, .. } => remember_ms,
-                    _ => 0,
-                };
-                u.violations.ring().is_empty_at(wm_bin) && u.since.values().all(|&t| t + remember <= wm)
-            }
-        };
-        let acted_idle = s
-            .acted
-            .as_ref()
-            .is_none_or(|a| a.values().all(|(l, act)| act.until <= wm && l.is_idle_at(wm, &pack.escalation)));
-        window_idle && acted_idle && s.ladder.is_idle_at(wm, &pack.escalation)
-    })
-}
-
-/// Whether a `ratio` rule's condition holds for its key over the window ending at `ts`.
-fn holds(rule: &Rule, window: &Window, ts: i64) -> bool {
-    let (RuleKind::Ratio { ratio, min, below, .. }, Window::Ratio(r)) = (&rule.kind, window) else {
-        return false;
-    };
-    let (num, den) = &**r;
-    let bin = ts.div_euclid(rule.slide_ms);
-    let from = bin - rule.bins() as i64 + 1;
-    let (n, d) = (num.ring().range_sum(from, bin), den.ring().range_sum(from, bin));
-    let r = n as f64 / d.max(1) as f64;
-    d >= *min && if *below { r <= *ratio } else { r >= *ratio }
-}
-
-/// An unsubscribe rule's step for one record of its signature.
-fn unsubscribe(
-    u: &mut Unsubscribed,
-    rec: &Record,
-    bin: i64,
-    grace_ms: i64,
-    remember_ms: i64,
-    threshold: u64,
-    plan: &anning_rules::NumberPlan,
-) -> Option<Hit> {
-    if rec.unsubscribe {
-        let who = xxhash_rust::xxh3::xxh3_64(rec.src()?.as_bytes());
-        match u.since.get_mut(&who) {
-            Some(t) if *t + remember_ms > rec.ts => *t = (*t).min(rec.ts),
-            Some(t) => *t = rec.ts,
-            None => {
-                u.since.insert(who, rec.ts);
-            }
-        }
-        if u.since.len() > 1024 && u.since.len().is_power_of_two() {
-            u.since.retain(|_, t| *t + remember_ms > rec.ts);
-        }
-        return None;
-    }
-    let dst = rec.dst()?;
-    let since = *u.since.get(&xxhash_rust::xxh3::xxh3_64(dst.as_bytes()))?;
-    if rec.ts < since + grace_ms || rec.ts >= since + remember_ms {
-        return None;
-    }
-    let count = u.violations.add(bin);
-    u.recent
-        .push_back((rec.ts, mask_addr(dst, plan), rec.get(Slot::Port).unwrap_or("").to_string()));
-    if u.recent.len() > RECENT_VIOLATIONS {
-        u.recent.pop_front();
-    }
-    (count >= threshold).then(|| Hit::Unsubscribe {
-        count,
-        recent: u.recent.iter().cloned().collect(),
-    })
 }

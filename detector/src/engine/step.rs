@@ -159,3 +159,57 @@ pub(super) fn step<'p>(
     };
     (hit, suspected)
 }
+
+/// Whether a `ratio` rule's condition holds for its key over the window ending at `ts`.
+pub(super) fn holds(rule: &Rule, window: &Window, ts: i64) -> bool {
+    let (RuleKind::Ratio { ratio, min, below, .. }, Window::Ratio(r)) = (&rule.kind, window) else {
+        return false;
+    };
+    let (num, den) = &**r;
+    let bin = ts.div_euclid(rule.slide_ms);
+    let from = bin - rule.bins() as i64 + 1;
+    let (n, d) = (num.ring().range_sum(from, bin), den.ring().range_sum(from, bin));
+    let r = n as f64 / d.max(1) as f64;
+    d >= *min && if *below { r <= *ratio } else { r >= *ratio }
+}
+
+/// An unsubscribe rule's step for one record of its signature.
+pub(super) fn unsubscribe(
+    u: &mut Unsubscribed,
+    rec: &Record,
+    bin: i64,
+    grace_ms: i64,
+    remember_ms: i64,
+    threshold: u64,
+    plan: &anning_rules::NumberPlan,
+) -> Option<Hit> {
+    if rec.unsubscribe {
+        let who = xxhash_rust::xxh3::xxh3_64(rec.src()?.as_bytes());
+        match u.since.get_mut(&who) {
+            Some(t) if *t + remember_ms > rec.ts => *t = (*t).min(rec.ts),
+            Some(t) => *t = rec.ts,
+            None => {
+                u.since.insert(who, rec.ts);
+            }
+        }
+        if u.since.len() > 1024 && u.since.len().is_power_of_two() {
+            u.since.retain(|_, t| *t + remember_ms > rec.ts);
+        }
+        return None;
+    }
+    let dst = rec.dst()?;
+    let since = *u.since.get(&xxhash_rust::xxh3::xxh3_64(dst.as_bytes()))?;
+    if rec.ts < since + grace_ms || rec.ts >= since + remember_ms {
+        return None;
+    }
+    let count = u.violations.add(bin);
+    u.recent
+        .push_back((rec.ts, mask_addr(dst, plan), rec.get(Slot::Port).unwrap_or("").to_string()));
+    if u.recent.len() > RECENT_VIOLATIONS {
+        u.recent.pop_front();
+    }
+    (count >= threshold).then(|| Hit::Unsubscribe {
+        count,
+        recent: u.recent.iter().cloned().collect(),
+    })
+}

@@ -52,7 +52,8 @@ use self::merge::Pending;
 use self::tasks::{Ctx, DimTask, InputTask, Names, Shared, Task, TaskId};
 use super::batch::deliver;
 use super::decode::{dead_letter_of, decode};
-use super::{DaemonConfig, Metrics, Out, Reload, Topic, action_out, client_config, create_topics, now_ms};
+use super::kafka::client_config;
+use super::{DaemonConfig, Metrics, Out, Reload, Topic, action_out, create_topics, now_ms};
 use crate::decode::RejectReason;
 
 mod merge;

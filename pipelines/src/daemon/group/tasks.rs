@@ -258,7 +258,7 @@ impl ConsumerContext for Ctx {
                     let Some(t) = self.names.task(e.topic(), e.partition()) else {
                         continue;
                     };
-                    let c = crate::daemon::committed_at(&committed, e.topic(), e.partition());
+                    let c = crate::daemon::kafka::committed_at(&committed, e.topic(), e.partition());
                     let (task, at) = self.open_task(t);
                     let _ = assign.add_partition_offset(e.topic(), e.partition(), at.map_or(Offset::Beginning, Offset::Offset));
                     let mut sh = self.shared.lock().expect("lock");

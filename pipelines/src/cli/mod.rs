@@ -339,7 +339,8 @@ pub struct ReplayArgs {
     /// `"shadow":true`). They never go to --out.
     #[arg(long, value_name = "FILE")]
     pub shadow_out: Option<PathBuf>,
-    /// Shard worker threads. Output is identical for every value.
+    /// Shard worker threads (the reader and two threads decoding lines run beside them, so
+    /// one already keeps two cores busy). Output is identical for every value.
     #[arg(long, value_name = "N", default_value_t = default_threads())]
     pub threads: usize,
     /// Keep every rejected record, with its reason and position, as JSON Lines in FILE.

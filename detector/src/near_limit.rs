@@ -122,4 +122,11 @@ impl NearLimit {
     pub fn ring(&self) -> &BinRing {
         &self.ring
     }
+
+    /// The first watermark bin at which [`is_idle_at`](Self::is_idle_at) holds, as far as
+    /// the records seen so far go; `None` before the first.
+    pub fn idle_bin(&self) -> Option<i64> {
+        let head = self.ring.head();
+        (head != i64::MIN).then(|| head + self.history.len() as i64 + self.w + 1)
+    }
 }

@@ -217,12 +217,12 @@ pub(super) struct Base {
 
 impl Base {
     /// Finds the control bytes of `table` again if it has grown (or shrunk) since.
-    fn refresh(&mut self, table: &HashTable<Entry>) {
+    fn refresh(&mut self, table: &HashTable<Entry>, seed: u64) {
         let buckets = table.num_buckets();
         if buckets != self.buckets {
             *self = Base {
                 buckets,
-                ctrl: ctrl_of(table),
+                ctrl: ctrl_of(table, seed),
             };
         }
     }
@@ -242,12 +242,12 @@ impl Base {
 
 /// The address of `table`'s control bytes, from two entries' addresses and bucket indices;
 /// `None` when the table holds fewer than two entries or the layout is not the one assumed.
-fn ctrl_of(table: &HashTable<Entry>) -> Option<usize> {
+fn ctrl_of(table: &HashTable<Entry>, seed: u64) -> Option<usize> {
     let size = std::mem::size_of::<Entry>();
     let mut it = table.iter();
     let (a, b) = (it.next()?, it.next()?);
     let at = |e: &Entry| -> Option<usize> {
-        let i = table.find_bucket_index(e.hash, |x| std::ptr::eq(x, e))?;
+        let i = table.find_bucket_index(e.hash(seed), |x| std::ptr::eq(x, e))?;
         Some(e as *const Entry as usize + (i + 1) * size)
     };
     let ctrl = at(a)?;
@@ -370,7 +370,7 @@ fn prefetch_key(pack: &Pack, d: usize, rec: &Record) {
 }
 
 fn fetch(ds: &mut DimState, hash: u64) {
-    ds.base.refresh(&ds.table);
+    ds.base.refresh(&ds.table, ds.seed);
     ds.base.prefetch(hash);
 }
 
@@ -502,20 +502,20 @@ mod tests {
     #[test]
     fn bucket_addresses_follow_the_control_bytes() {
         let mut table: HashTable<Entry> = HashTable::new();
-        assert_eq!(ctrl_of(&table), None);
+        let seed = 7;
+        assert_eq!(ctrl_of(&table, seed), None);
         for k in 0..5000u64 {
-            let hash = xxhash_rust::xxh3::xxh3_64(&k.to_le_bytes());
-            let e = Entry::warm(hash, k.to_string().into(), Box::default(), None);
-            table.insert_unique(hash, e, |e| e.hash);
+            let e = Entry::warm(k.to_string().into(), Box::default(), None);
+            table.insert_unique(e.hash(seed), e, |e| e.hash(seed));
         }
-        let ctrl = ctrl_of(&table).expect("hashbrown's layout as assumed");
+        let ctrl = ctrl_of(&table, seed).expect("hashbrown's layout as assumed");
         let size = std::mem::size_of::<Entry>();
         for e in table.iter() {
-            let i = table.find_bucket_index(e.hash, |x| std::ptr::eq(x, e)).unwrap();
+            let i = table.find_bucket_index(e.hash(seed), |x| std::ptr::eq(x, e)).unwrap();
             assert_eq!(ctrl - (i + 1) * size, e as *const Entry as usize);
         }
         let mut base = Base::default();
-        base.refresh(&table);
+        base.refresh(&table, seed);
         assert_eq!((base.buckets, base.ctrl), (table.num_buckets(), Some(ctrl)));
     }
 }

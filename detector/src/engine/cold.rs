@@ -176,6 +176,33 @@ impl ColdPlan {
         slots
     }
 
+    /// A watermark below which a cold key that holds `e` is certainly not idle (see
+    /// [`idle`](Self::idle)): `i64::MIN` when `e` counts toward no window.
+    pub fn busy_until(&self, pack: &Pack, rules: &[usize], e: &Event) -> i64 {
+        let mut until = i64::MIN;
+        let mut bits = e.wanted;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let rule = &pack.rules[rules[i]];
+            let reads_value = matches!(
+                rule.kind,
+                RuleKind::Rate { distinct: Some(_), .. } | RuleKind::Rate { sequential: Some(_), .. }
+            );
+            if reads_value && e.len == 0 {
+                continue;
+            }
+            let (head, w) = (e.ts.div_euclid(rule.slide_ms), rule.bins() as i64);
+            // The first watermark bin `idle` accepts for this rule.
+            let bin = match rule.kind {
+                RuleKind::NearLimit { n, .. } => head + n as i64 * w + w + 1,
+                _ => head + w,
+            };
+            until = until.max(bin.saturating_mul(rule.slide_ms));
+        }
+        until
+    }
+
     /// Whether a key holding `log` would be idle at `wm` once warmed (see `is_idle`),
     /// without warming it: each rule's window head is the latest bin it took a record in.
     ///

@@ -54,7 +54,7 @@ pub use policy::Allowed;
 use policy::{Policy, allow_map};
 pub use reload::Reloaded;
 pub use snapshot::{Restored, ShardSnapshot, ShardState};
-use state::{dim_rules, dim_states, empty_slot, is_idle, new_window};
+use state::{busy_until, dim_rules, dim_states, empty_slot, is_idle, new_window};
 
 /// Counters of one shard.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -128,8 +128,8 @@ struct RuleSlot {
 /// Everything kept for one `(dim, key)`.
 #[derive(Debug)]
 struct Entry {
-    hash: u64,
-    /// Inline up to 24 bytes: compared without leaving the table.
+    /// Inline up to 24 bytes: compared without leaving the table. Its hash is not kept
+    /// (the table asks for it only to grow): [`Entry::hash`].
     key: CompactString,
     /// One slot per rule of this dim, in [`DimState::rules`] order; none while the key is
     /// cold.
@@ -138,17 +138,26 @@ struct Entry {
     active: Option<Box<Active>>,
     /// A cold key's records (see `cold`); empty once warm.
     log: cold::Log,
+    /// A watermark below which the entry is certainly not idle (see `is_idle`): the latest
+    /// of its windows' [`busy_until`]s as records came, so a sweep passes over the keys
+    /// still in use without reading their windows. `i64::MIN` when restored or reloaded.
+    idle_from: i64,
 }
 
 impl Entry {
-    fn warm(hash: u64, key: CompactString, slots: Box<[RuleSlot]>, active: Option<Box<Active>>) -> Entry {
+    fn warm(key: CompactString, slots: Box<[RuleSlot]>, active: Option<Box<Active>>) -> Entry {
         Entry {
-            hash,
             key,
             slots,
             active,
             log: cold::Log::new(),
+            idle_from: i64::MIN,
         }
+    }
+
+    /// The key's hash under its dimension's seed: [`key_hash`] of its parts.
+    fn hash(&self, seed: u64) -> u64 {
+        xxh3_64_with_seed(self.key.as_bytes(), seed)
     }
 
     fn is_cold(&self) -> bool {
@@ -159,6 +168,9 @@ impl Entry {
     fn warm_up(&mut self, plan: &ColdPlan, pack: &Pack, rules: &[usize], suspect_slot: &[Option<usize>]) {
         self.slots = plan.warm(pack, rules, suspect_slot, &self.log);
         self.log = cold::Log::new();
+        for (&r, s) in rules.iter().zip(self.slots.iter()) {
+            self.idle_from = self.idle_from.max(busy_until(&pack.rules[r], &s.window));
+        }
     }
 }
 
@@ -305,7 +317,8 @@ impl Engine {
         }
         let key = self.scratch.as_str();
         let dim_state = &mut self.dims[d];
-        let entry = match dim_state.table.find_mut(hash, |e| e.hash == hash && &*e.key == key) {
+        let seed = dim_state.seed;
+        let entry = match dim_state.table.find_mut(hash, |e| &*e.key == key) {
             Some(e) => e,
             None => {
                 // A new key starts cold when its dim allows; its record is logged below.
@@ -313,8 +326,8 @@ impl Engine {
                     Some(_) => Box::default(),
                     None => dim_state.rules.iter().map(|_| empty_slot()).collect(),
                 };
-                let e = Entry::warm(hash, key.into(), slots, None);
-                dim_state.table.insert_unique(hash, e, |e| e.hash).into_mut()
+                let e = Entry::warm(key.into(), slots, None);
+                dim_state.table.insert_unique(hash, e, |e| e.hash(seed)).into_mut()
             }
         };
         if entry.is_cold() {
@@ -322,6 +335,7 @@ impl Engine {
             if plan.room(entry.log.len())
                 && let Some(ev) = plan.event(pack, &dim_state.rules, rec, wm, wanted)
             {
+                entry.idle_from = entry.idle_from.max(plan.busy_until(pack, &dim_state.rules, &ev));
                 entry.log.push(ev);
                 return;
             }
@@ -342,6 +356,7 @@ impl Engine {
                 wm,
             );
             let rule = &pack.rules[r];
+            entry.idle_from = entry.idle_from.max(busy_until(rule, &entry.slots[i].window));
             let slot = &mut entry.slots[i];
             let Some(hit) = hit else { continue };
             self.stats.fired[r] += 1;
@@ -449,7 +464,7 @@ impl Engine {
         let d = self.pack.dims.iter().position(|x| x.name() == dim_name)?;
         let parts: Vec<&str> = key.splitn(self.pack.dims[d].parts.len(), '+').collect();
         let hash = key_hash(self.dims[d].seed, &parts);
-        let entry = self.dims[d].table.find_mut(hash, |e| e.hash == hash && &*e.key == key)?;
+        let entry = self.dims[d].table.find_mut(hash, |e| &*e.key == key)?;
         let active = entry.active.take().filter(|a| a.until > ts)?;
         for s in entry.slots.iter_mut() {
             s.ladder = Ladder::default();
@@ -487,9 +502,23 @@ impl Engine {
         let before = ds.table.len();
         let (rules, plan) = (&ds.rules, &ds.cold);
         let wm_bins: Vec<i64> = rules.iter().map(|&r| wm.div_euclid(pack.rules[r].slide_ms)).collect();
-        ds.table.retain(|e| match plan {
-            Some(plan) if e.is_cold() => !plan.idle(pack, rules, &e.log, &wm_bins),
-            _ => !is_idle(pack, rules, e, wm, &wm_bins),
+        let idle = |e: &Entry| match plan {
+            Some(plan) if e.is_cold() => plan.idle(pack, rules, &e.log, &wm_bins),
+            _ => is_idle(pack, rules, e, wm, &wm_bins),
+        };
+        // Most keys are still in use: passed over on what the entry itself says, which
+        // every test checks against reading the windows.
+        ds.table.retain(|e| {
+            if wm < e.idle_from {
+                debug_assert!(
+                    !idle(e),
+                    "key {} of dim {d} passed over at {wm} is idle (busy until {})",
+                    e.key,
+                    e.idle_from
+                );
+                return true;
+            }
+            !idle(e)
         });
         self.stats.evicted += (before - ds.table.len()) as u64;
         ds.next_sweep = wm.saturating_add(ds.sweep_every);

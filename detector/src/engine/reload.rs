@@ -90,8 +90,9 @@ impl Engine {
                     })
                     .collect();
                 done.dropped += old_slots.iter().filter(|s| s.is_some()).count() as u64;
-                let entry = Entry::warm(e.hash, e.key, slots, e.active);
-                dims[nd].table.insert_unique(entry.hash, entry, |x| x.hash);
+                let seed = dims[nd].seed;
+                let entry = Entry::warm(e.key, slots, e.active);
+                dims[nd].table.insert_unique(entry.hash(seed), entry, |x| x.hash(seed));
             }
         }
         self.dims = dims;

@@ -91,7 +91,7 @@ impl Serialize for Entries<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let ds = self.ds;
         s.collect_seq(ds.table.iter().map(|e| EntryOut {
-            hash: e.hash,
+            hash: e.hash(ds.seed),
             key: &e.key,
             slots: match &ds.cold {
                 Some(plan) if e.is_cold() => Cow::Owned(plan.warm(self.pack, &ds.rules, &ds.suspect_slot, &e.log).into_vec()),
@@ -198,7 +198,9 @@ impl Engine {
                     done.foreign += 1;
                     continue;
                 }
-                if ds.table.find(e.hash, |x| x.hash == e.hash && *x.key == *e.key).is_some() {
+                let seed = ds.seed;
+                let hash = key_hash(seed, &[&e.key]);
+                if ds.table.find(hash, |x| *x.key == *e.key).is_some() {
                     continue;
                 }
                 let mut old: Vec<Option<RuleSlot>> = e.slots.into_iter().map(Some).collect();
@@ -214,8 +216,8 @@ impl Engine {
                     .collect();
                 done.dropped += old.iter().filter(|s| s.is_some()).count() as u64;
                 done.keys += 1;
-                let entry = Entry::warm(e.hash, CompactString::from(&*e.key), slots, e.active.map(Box::new));
-                ds.table.insert_unique(entry.hash, entry, |x| x.hash);
+                let entry = Entry::warm(CompactString::from(&*e.key), slots, e.active.map(Box::new));
+                ds.table.insert_unique(hash, entry, |x| x.hash(seed));
             }
         }
         done

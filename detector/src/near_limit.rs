@@ -116,7 +116,7 @@ impl NearLimit {
 
     /// Whether the state carries nothing that could matter at watermark bin `wm_bin`.
     pub fn is_idle_at(&self, wm_bin: i64) -> bool {
-        self.ring.head() == i64::MIN || self.ring.head() + self.history.len() as i64 + self.w < wm_bin
+        self.idle_bin().is_none_or(|from| wm_bin >= from)
     }
 
     pub fn ring(&self) -> &BinRing {

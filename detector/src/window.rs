@@ -187,7 +187,13 @@ impl BinRing {
 
     /// Whether nothing in the ring could still count toward a window ending at or after `bin`.
     pub fn is_empty_at(&self, bin: i64) -> bool {
-        self.head == i64::MIN || self.head <= bin - self.w as i64
+        self.empty_from().is_none_or(|from| bin >= from)
+    }
+
+    /// The first bin at which [`is_empty_at`](Self::is_empty_at) holds, as far as the
+    /// records seen so far go (`head + w`); `None` before the first.
+    pub fn empty_from(&self) -> Option<i64> {
+        (self.head != i64::MIN).then(|| self.head + self.w as i64)
     }
 }
 

@@ -185,19 +185,10 @@ impl ColdPlan {
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;
             let rule = &pack.rules[rules[i]];
-            let reads_value = matches!(
-                rule.kind,
-                RuleKind::Rate { distinct: Some(_), .. } | RuleKind::Rate { sequential: Some(_), .. }
-            );
-            if reads_value && e.len == 0 {
+            if reads_value(rule) && e.len == 0 {
                 continue;
             }
-            let (head, w) = (e.ts.div_euclid(rule.slide_ms), rule.bins() as i64);
-            // The first watermark bin `idle` accepts for this rule.
-            let bin = match rule.kind {
-                RuleKind::NearLimit { n, .. } => head + n as i64 * w + w + 1,
-                _ => head + w,
-            };
+            let bin = idle_bin(rule, e.ts.div_euclid(rule.slide_ms));
             until = until.max(bin.saturating_mul(rule.slide_ms));
         }
         until
@@ -210,10 +201,7 @@ impl ColdPlan {
     pub fn idle(&self, pack: &Pack, rules: &[usize], log: &[Event], wm_bins: &[i64]) -> bool {
         rules.iter().enumerate().all(|(i, &r)| {
             let rule = &pack.rules[r];
-            let reads_value = matches!(
-                rule.kind,
-                RuleKind::Rate { distinct: Some(_), .. } | RuleKind::Rate { sequential: Some(_), .. }
-            );
+            let reads_value = reads_value(rule);
             // The latest event's bin: bins grow with time, so one division, not one per event.
             let Some(head) = log
                 .iter()
@@ -224,13 +212,31 @@ impl ColdPlan {
             else {
                 return true;
             };
-            let wm_bin = wm_bins[i];
-            let w = rule.bins() as i64;
-            match rule.kind {
-                RuleKind::NearLimit { n, .. } => head + n as i64 * w + w < wm_bin,
-                _ => head <= wm_bin - w,
-            }
+            wm_bins[i] >= idle_bin(rule, head)
         })
+    }
+}
+
+/// Whether `rule` counts only records with a value (of the dim's distinct field): the
+/// others it takes leave nothing in its window.
+fn reads_value(rule: &Rule) -> bool {
+    matches!(
+        rule.kind,
+        RuleKind::Rate { distinct: Some(_), .. } | RuleKind::Rate { sequential: Some(_), .. }
+    )
+}
+
+/// The first watermark bin at which `rule`'s window, whose latest record fell in bin
+/// `head`, holds nothing that matters: what [`BinRing::empty_from`] and
+/// [`NearLimit::idle_bin`] give once the key is warm.
+///
+/// [`BinRing::empty_from`]: crate::window::BinRing::empty_from
+/// [`NearLimit::idle_bin`]: crate::near_limit::NearLimit::idle_bin
+fn idle_bin(rule: &Rule, head: i64) -> i64 {
+    let w = rule.bins() as i64;
+    match rule.kind {
+        RuleKind::NearLimit { n, .. } => head + n as i64 * w + w + 1,
+        _ => head + w,
     }
 }
 

@@ -155,9 +155,10 @@ impl Entry {
         }
     }
 
-    /// The key's hash under its dimension's seed: [`key_hash`] of its parts.
+    /// The key's hash under its dimension's seed: [`key_hash`] of its parts (the key is
+    /// them joined by `+`, which is what `key_hash` hashes).
     fn hash(&self, seed: u64) -> u64 {
-        xxh3_64_with_seed(self.key.as_bytes(), seed)
+        key_hash(seed, &[&self.key])
     }
 
     fn is_cold(&self) -> bool {

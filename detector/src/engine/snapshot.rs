@@ -193,12 +193,12 @@ impl Engine {
                     dim.rules.iter().position(|(id, fp)| (id.as_str(), *fp) == want)
                 })
                 .collect();
+            let seed = ds.seed;
             for e in dim.entries {
                 if shard_of(e.hash, self.shards) != self.shard {
                     done.foreign += 1;
                     continue;
                 }
-                let seed = ds.seed;
                 let hash = key_hash(seed, &[&e.key]);
                 if ds.table.find(hash, |x| *x.key == *e.key).is_some() {
                     continue;

@@ -81,20 +81,15 @@ pub(super) fn new_window(rule: &Rule, lateness_ms: i64) -> Window {
 /// [`is_idle`] (its records still count toward a window ending there); `i64::MIN` when it
 /// gives no bound. Windows only move forward, so the bound holds until the key is evicted.
 pub(super) fn busy_until(rule: &Rule, window: &Window) -> i64 {
-    // `is_empty_at(b)` holds from bin `head + w`, i.e. from watermark `(head + w) · slide`.
-    let ring = |r: &crate::window::BinRing| {
-        if r.head() == i64::MIN {
-            i64::MIN
-        } else {
-            (r.head() + r.w()).saturating_mul(rule.slide_ms)
-        }
-    };
+    // The first idle bin `b` is watermark `b · slide`.
+    let at = |bin: Option<i64>| bin.map_or(i64::MIN, |b| b.saturating_mul(rule.slide_ms));
+    let ring = |r: &crate::window::BinRing| at(r.empty_from());
     match window {
         Window::Unused => i64::MIN,
         Window::Count(c) | Window::Sequential { count: c, .. } => ring(c.ring()),
         Window::Distinct(d) => ring(d.0.ring()),
         Window::Ratio(r) => ring(r.0.ring()).max(ring(r.1.ring())),
-        Window::Near(n) => n.idle_bin().map_or(i64::MIN, |b| b.saturating_mul(rule.slide_ms)),
+        Window::Near(n) => at(n.idle_bin()),
         Window::Unsubscribe(u) => ring(u.violations.ring()),
     }
 }

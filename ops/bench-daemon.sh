@@ -11,7 +11,8 @@
 #      50000) for ANNING_BENCH_SECONDS (default 40), read as it arrives by anning-bench
 #      bare-latency: produce-to-consume quantiles, the floor for the next step.
 #   5. Latency: a fresh topic fed the same way while the daemon runs; ingest-to-action
-#      quantiles.
+#      quantiles (from each tipping record's Kafka timestamp), and poll-to-action (from the
+#      daemon polling it: its own part).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-2000000}"
@@ -75,5 +76,5 @@ until curl -sf http://127.0.0.1:9897/readyz >/dev/null; do sleep 0.2; done
 want=$(wc -l < "$run/latency.jsonl")
 until [[ $(( $(metric anning_records_in_total) + $(metric anning_rejects_total) )) -ge $want ]]; do sleep 0.2; done
 sleep 1
-curl -s http://127.0.0.1:9897/metrics | grep -E '^anning_ingest_to_action_seconds|^anning_actions_total'
+curl -s http://127.0.0.1:9897/metrics | grep -E '^anning_ingest_to_action_seconds|^anning_poll_to_action_seconds|^anning_actions_total'
 kill -TERM $daemon; wait $daemon || true

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::kafka::{
-    Daemon, Scenario, anning, broker, broker_pid, ids, produce, read_actions, read_topic, root, run_ok, scenario, tmp, unique,
+    Daemon, Scenario, anning, broker, broker_pid, ids, metric_in, produce, read_actions, read_topic, root, run_ok, scenario, tmp, unique,
 };
 
 const BAD: [&str; 3] = [
@@ -156,8 +156,10 @@ fn metrics_are_valid_prometheus_exposition_without_subscriber_numbers() {
     let s = scenario("metrics", 250_000, &BAD);
     let d = Daemon::start(&brokers, &unique("metrics"), 19904, &s.registry);
     produce(&brokers, &format!("{}.in", unique("metrics")), &s.input);
+    // Every action acknowledged and timed (the counter moves just before the histograms).
     d.wait_for(Duration::from_secs(120), "done", |d| {
         d.metric("anning_actions_total") >= s.expected.len() as f64
+            && d.metric("anning_poll_to_action_seconds_count") >= s.expected.len() as f64
     });
     let (code, body) = d.get("/metrics");
     assert_eq!(code, 200);
@@ -169,8 +171,23 @@ fn metrics_are_valid_prometheus_exposition_without_subscriber_numbers() {
         "anning_actions_total{rule=\"subscriber-commercial\"",
         "anning_consumer_lag{partition=\"0\"}",
         "anning_ingest_to_action_seconds{quantile=\"0.99\"}",
+        "anning_poll_to_action_seconds{quantile=\"0.99\"}",
     ] {
         assert!(body.contains(needle), "{needle} missing:\n{body}");
+    }
+    // The daemon's own part of each action's latency (from polling its tipping record) is
+    // within the whole (from the record's Kafka timestamp, whole milliseconds), action by
+    // action, so quantile by quantile too.
+    let count = |family: &str| metric_in(&body, &format!("{family}_count"));
+    assert_eq!(count("anning_poll_to_action_seconds"), count("anning_ingest_to_action_seconds"));
+    assert_eq!(count("anning_poll_to_action_seconds"), s.expected.len() as f64);
+    for q in ["0.5", "0.9", "0.99", "1"] {
+        let at = |family: &str| metric_in(&body, &format!("{family}{{quantile=\"{q}\"}}"));
+        let (own, whole) = (at("anning_poll_to_action_seconds"), at("anning_ingest_to_action_seconds"));
+        assert!(
+            own > 0.0 && own <= whole + 0.002,
+            "quantile {q}: poll to action {own} s, ingest to action {whole} s"
+        );
     }
     // No label value looks like a subscriber number.
     let labels: String = body

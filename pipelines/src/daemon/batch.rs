@@ -123,7 +123,7 @@ impl Finish<'_> {
                     continue;
                 }
                 let event_ts = batch[*idx as usize].0.ts;
-                outs.push(action_out(a, meta.ingested_ms, event_ts));
+                outs.push(action_out(a, meta.ingested_ms, Some(meta.polled), event_ts));
                 if audit.is_some() {
                     audited.push(crate::audit::Entry::from_action(a, "daemon", None));
                 }
@@ -231,15 +231,15 @@ pub(super) fn deliver(
                 failing_since = None;
                 let o = &outs[i];
                 match &o.action {
-                    Some((rule, kind, event_ts, ingested_ms)) => {
+                    Some(t) => {
                         let counter = if matches!(o.topic, Topic::Shadow) {
                             &metrics.shadow_actions
                         } else {
                             &metrics.actions
                         };
-                        *counter.lock().expect("lock").entry((rule.clone(), kind)).or_default() += 1;
+                        *counter.lock().expect("lock").entry((t.rule.clone(), t.kind)).or_default() += 1;
                         let now = now_ms();
-                        metrics.record_latency(now - event_ts, now - ingested_ms);
+                        metrics.record_latency(now - t.event_ts, now - t.ingested_ms, t.polled.map(|p| p.elapsed()));
                     }
                     None if matches!(o.topic, Topic::Dlq) => {
                         metrics.dead_letters.fetch_add(1, Relaxed);

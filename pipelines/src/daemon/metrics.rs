@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
@@ -67,6 +68,9 @@ pub struct Metrics {
     pub event_latency: Mutex<Histogram<u64>>,
     /// Milliseconds (rendered as seconds) from a tipping record's arrival to its action's acknowledgement.
     pub ingest_latency: Mutex<Histogram<u64>>,
+    /// Microseconds (rendered as seconds) from this process polling a tipping record to its
+    /// action's acknowledgement: the daemon's own part of `ingest_latency`.
+    pub poll_latency: Mutex<Histogram<u64>>,
 }
 
 impl Default for Metrics {
@@ -109,6 +113,7 @@ impl Default for Metrics {
             watermark_ms: AtomicI64::new(0),
             event_latency: h(),
             ingest_latency: h(),
+            poll_latency: h(),
         }
     }
 }
@@ -125,12 +130,19 @@ fn escape(v: &str) -> String {
 }
 
 impl Metrics {
-    pub fn record_latency(&self, event_ms: i64, ingest_ms: i64) {
+    /// An action acknowledged: milliseconds since its tipping record's event time and Kafka
+    /// timestamp, and the time since it was polled here, when known.
+    pub fn record_latency(&self, event_ms: i64, ingest_ms: i64, polled: Option<Duration>) {
         if let Ok(mut h) = self.event_latency.lock() {
             let _ = h.record(event_ms.max(1) as u64);
         }
         if let Ok(mut h) = self.ingest_latency.lock() {
             let _ = h.record(ingest_ms.max(1) as u64);
+        }
+        if let Some(d) = polled
+            && let Ok(mut h) = self.poll_latency.lock()
+        {
+            let _ = h.record((d.as_micros() as u64).max(1));
         }
     }
 
@@ -326,26 +338,38 @@ impl Metrics {
         for (p, lag) in self.lag.lock().expect("metrics lock").iter() {
             let _ = writeln!(o, "anning_consumer_lag{{partition=\"{p}\"}} {lag}");
         }
-        for (name, help, h) in [
+        // (name, help, histogram, its unit in seconds, decimals shown)
+        for (name, help, h, unit, decimals) in [
             (
                 "anning_event_to_action_seconds",
                 "From the tipping record's event time to the action's acknowledgement.",
                 &self.event_latency,
+                1e-3,
+                3,
             ),
             (
                 "anning_ingest_to_action_seconds",
                 "From the tipping record's Kafka timestamp (produce time) to the action's acknowledgement.",
                 &self.ingest_latency,
+                1e-3,
+                3,
+            ),
+            (
+                "anning_poll_to_action_seconds",
+                "From this daemon polling the tipping record to the action's acknowledgement: its own part of ingest_to_action (the rest is the producer and the broker). Not kept in scale-out mode.",
+                &self.poll_latency,
+                1e-6,
+                6,
             ),
         ] {
             family(&mut o, name, "summary", help);
             let h = h.lock().expect("metrics lock");
             for q in QUANTILES {
                 let v = if h.is_empty() { 0 } else { h.value_at_quantile(q) };
-                let _ = writeln!(o, "{name}{{quantile=\"{q}\"}} {:.3}", v as f64 / 1000.0);
+                let _ = writeln!(o, "{name}{{quantile=\"{q}\"}} {:.*}", decimals, v as f64 * unit);
             }
             let sum: u64 = h.iter_recorded().map(|v| v.value_iterated_to() * v.count_at_value()).sum();
-            let _ = writeln!(o, "{name}_sum {:.3}\n{name}_count {}", sum as f64 / 1000.0, h.len());
+            let _ = writeln!(o, "{name}_sum {:.*}\n{name}_count {}", decimals, sum as f64 * unit, h.len());
         }
         o
     }

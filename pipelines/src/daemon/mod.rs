@@ -70,12 +70,15 @@ pub use release::{ReleaseAsk, ReleaseRequest};
 use reload::reload_pack;
 pub use reload::{Reload, ReloadRequest, load_rules};
 
-/// Per record of a batch: where it came from and when it entered Kafka.
+/// Per record of a batch: where it came from, when it entered Kafka and when it was polled.
 struct Meta {
     partition: i32,
     offset: i64,
     /// The message's timestamp (producer create time, ms), else its arrival here.
     ingested_ms: i64,
+    /// When this process polled it (the clock is read every few messages, and after every
+    /// wait: this is at most a few microseconds early, never late).
+    polled: Instant,
 }
 
 use crate::audit::now_ms;
@@ -121,8 +124,19 @@ struct Out {
     key: Vec<u8>,
     payload: Vec<u8>,
     headers: Vec<(&'static str, Vec<u8>)>,
-    /// For an action: (rule, kind, tipping record's event time, its ingest time), in ms.
-    action: Option<(String, &'static str, i64, i64)>,
+    /// For an action: what its acknowledgement is counted and timed against.
+    action: Option<Tipping>,
+}
+
+/// An action's rule and kind, and when its tipping record happened (event time, ms), entered
+/// Kafka (its timestamp, ms) and was polled here (unknown for a release, which no record
+/// tipped, and in scale-out, where records reach the rules through dimension tasks).
+struct Tipping {
+    rule: String,
+    kind: &'static str,
+    event_ts: i64,
+    ingested_ms: i64,
+    polled: Option<Instant>,
 }
 
 #[derive(Clone)]
@@ -143,13 +157,19 @@ fn open_audit(cfg: &DaemonConfig, pack: &Pack) -> Result<Option<crate::audit::Wr
     Ok(Some(w))
 }
 
-fn action_out(a: &Action, ingested_ms: i64, event_ts: i64) -> Out {
+fn action_out(a: &Action, ingested_ms: i64, polled: Option<Instant>, event_ts: i64) -> Out {
     Out {
         topic: if a.shadow { Topic::Shadow } else { Topic::Actions },
         key: format!("{}:{}", a.dim, a.key).into_bytes(),
         payload: serde_json::to_vec(a).expect("actions serialize"),
         headers: Vec::new(),
-        action: Some((a.rule.clone(), a.action.name(), event_ts, ingested_ms)),
+        action: Some(Tipping {
+            rule: a.rule.clone(),
+            kind: a.action.name(),
+            event_ts,
+            ingested_ms,
+            polled,
+        }),
     }
 }
 
@@ -301,6 +321,8 @@ pub fn run(
         // The messages polled, held until the batch is decoded; their values are copied
         // into chunks, decoded on other threads as soon as a chunk is full.
         let mut msgs: Vec<BorrowedMessage<'_>> = Vec::with_capacity(most);
+        // When each of them was polled.
+        let mut polls: Vec<Instant> = Vec::with_capacity(most);
         let mut chunk = decoders.chunk();
         let mut outs: Vec<Out> = Vec::new();
         // Audit rows of what this batch produces, written once acknowledged.
@@ -332,10 +354,10 @@ pub fn run(
         // decoding threads and the shards are not left idle while all of it is done at the
         // end of the batch. Messages `..stamped` are done; `stamp` takes the next ones.
         let mut stamped = 0usize;
-        let mut stamp = |decoded: decode::Decoded, msgs: &[BorrowedMessage<'_>], outs: &mut Vec<Out>| {
-            let msgs = &msgs[stamped..stamped + decoded.len()];
+        let mut stamp = |decoded: decode::Decoded, msgs: &[BorrowedMessage<'_>], polls: &[Instant], outs: &mut Vec<Out>| {
+            let (msgs, polls) = (&msgs[stamped..stamped + decoded.len()], &polls[stamped..]);
             stamped += msgs.len();
-            for (d, m) in decoded.into_iter().zip(msgs) {
+            for ((d, m), &polled) in decoded.into_iter().zip(msgs).zip(polls) {
                 if !known.contains(&m.partition()) {
                     // Newly assigned partitions hold the watermark back from now on.
                     for p in consumer.context().assigned.lock().expect("lock").iter() {
@@ -358,6 +380,7 @@ pub fn run(
                                     partition: m.partition(),
                                     offset: m.offset(),
                                     ingested_ms,
+                                    polled,
                                 });
                             }
                             Verdict::Late { behind } => {
@@ -381,8 +404,16 @@ pub fn run(
         // The partition of the last message polled: messages come in runs from one partition
         // (a fetch at a time), so `done` and `next_offsets` are read and written once a run.
         let mut run: Option<Run> = None;
-        // The clock is read every 64 messages: once per message it cost 3 % of the loop.
-        while msgs.len() + outs.len() < cfg.batch_max && (!polled.is_multiple_of(64) || started.elapsed() < batch_time) {
+        // The clock is read every 64 messages (once per message it cost 3 % of the loop), and
+        // after a wait: a message is taken as polled at the last reading before it.
+        let mut clock = started;
+        while msgs.len() + outs.len() < cfg.batch_max {
+            if polled.is_multiple_of(64) {
+                clock = Instant::now();
+                if clock - started >= batch_time {
+                    break;
+                }
+            }
             polled += 1;
             // Wait for the first message; after it, take what has already arrived and no
             // more: a batch is what came in while the last one ran (large under load, a
@@ -395,6 +426,9 @@ pub fn run(
             let Some(msg) = consumer.poll(wait) else {
                 break;
             };
+            if !wait.is_zero() {
+                clock = Instant::now();
+            }
             let m = match msg {
                 Ok(m) => m,
                 Err(e) => {
@@ -423,12 +457,13 @@ pub fn run(
             (r.next, r.took) = (m.offset() + 1, true);
             chunk.push(m.payload());
             msgs.push(m);
+            polls.push(clock);
             if chunk.len() >= decode::CHUNK {
                 let next = decoders.chunk();
                 decoders.send(&keyer, std::mem::replace(&mut chunk, next));
                 while let Some((decoded, back)) = decoders.try_next_decoded() {
                     decoders.recycle(back);
-                    stamp(decoded, &msgs, &mut outs);
+                    stamp(decoded, &msgs, &polls, &mut outs);
                 }
             }
         }
@@ -437,7 +472,7 @@ pub fn run(
         decoders.close(&keyer, chunk);
         while let Some((decoded, back)) = decoders.next_decoded() {
             decoders.recycle(back);
-            stamp(decoded, &msgs, &mut outs);
+            stamp(decoded, &msgs, &polls, &mut outs);
         }
         debug_assert_eq!(stamped, msgs.len(), "one decoded result per message");
         drop(msgs);

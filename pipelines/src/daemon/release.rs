@@ -73,7 +73,7 @@ pub(super) fn take(
                 metrics.releases.fetch_add(1, Relaxed);
                 let target = format!("{}:{}", a.dim, anning_detector::mask::mask_number(&a.key));
                 tracing::info!(target = %target, author = %ask.author, "released");
-                outs.push(action_out(&a, now_ms(), a.ts));
+                outs.push(action_out(&a, now_ms(), None, a.ts));
                 audited.push(Entry::from_action(&a, "daemon", Some(&ask.author)));
                 Ok(serde_json::to_string(&a).unwrap_or_default() + "\n")
             }

@@ -386,7 +386,7 @@ pub fn run(
                     metrics.actions_suppressed.fetch_add(1, Relaxed);
                     continue;
                 }
-                outs.push(action_out(&a, now_ms(), ts));
+                outs.push(action_out(&a, now_ms(), None, ts));
                 if audit.is_some() {
                     audited.push(crate::audit::Entry::from_action(&a, "daemon", None));
                 }

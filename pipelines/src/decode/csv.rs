@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use super::{Bad, FIELD_NAMES, Fields, Val, field_index};
+use super::{Bad, FIELD_NAMES, Fields, Val};
 
 /// Column positions of the contract's fields in one CSV file, at each field's place in
 /// [`FIELD_NAMES`].
@@ -26,8 +26,8 @@ pub struct CsvFields<'a> {
 }
 
 impl<'a> Fields<'a> for CsvFields<'a> {
-    fn get(&mut self, name: &'static str) -> Result<Option<(Val<'a>, Option<u64>)>, Bad> {
-        let Some(i) = field_index(name).and_then(|f| self.columns.cols[f]) else {
+    fn get(&mut self, field: usize) -> Result<Option<(Val<'a>, Option<u64>)>, Bad> {
+        let Some(i) = self.columns.cols.get(field).copied().flatten() else {
             return Ok(None);
         };
         match self.row.get(i) {

@@ -15,34 +15,7 @@ use serde_json::value::RawValue;
 use super::{Bad, Fields, RejectReason, Val};
 
 /// The contract's fields, in the order of [`Raw`]'s slots.
-const NAMES: [&str; 17] = [
-    "ts", "type", "id", "src", "dst", "sig", "text", "tpl", "sp", "gw", "cell", "imei", "ref", "status", "err", "answered", "dur",
-];
-
-/// Slot of a field's name in [`NAMES`].
-#[inline(always)]
-const fn slot_of(name: &[u8]) -> Option<usize> {
-    Some(match name {
-        b"ts" => 0,
-        b"type" => 1,
-        b"id" => 2,
-        b"src" => 3,
-        b"dst" => 4,
-        b"sig" => 5,
-        b"text" => 6,
-        b"tpl" => 7,
-        b"sp" => 8,
-        b"gw" => 9,
-        b"cell" => 10,
-        b"imei" => 11,
-        b"ref" => 12,
-        b"status" => 13,
-        b"err" => 14,
-        b"answered" => 15,
-        b"dur" => 16,
-        _ => return None,
-    })
-}
+const NAMES: [&str; 17] = super::FIELD_NAMES;
 
 /// Each field's value as its raw JSON text; `None` when absent or null.
 type Raw<'a> = [Option<&'a str>; NAMES.len()];
@@ -169,8 +142,8 @@ fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
     None
 }
 
-/// [`slot_of`] for a key read from a line: its bytes as one little-endian word, matched
-/// against the names' words (no name is longer than eight bytes).
+/// A key read from a line: its place in [`NAMES`], found by its bytes as one little-endian
+/// word matched against the names' words (no name is longer than eight bytes).
 #[inline(always)]
 fn key_slot(key: &[u8]) -> Option<usize> {
     const fn word(name: &str) -> u64 {
@@ -353,16 +326,11 @@ impl<'a> Fields<'a> for JsonFields<'a> {
         Some(self.line[..off].chars().count() as u64 + 1)
     }
 
-    /// Inlined, so that the match on a name the caller spells out folds away: called out of
-    /// line it compared the name against each field's in turn, 17 times a record.
-    #[inline(always)]
-    fn get(&mut self, name: &'static str) -> Result<Option<(Val<'a>, Option<u64>)>, Bad> {
-        let Some(slot) = slot_of(name.as_bytes()) else {
-            return Ok(None);
-        };
-        match self.raw[slot] {
+    #[inline]
+    fn get(&mut self, field: usize) -> Result<Option<(Val<'a>, Option<u64>)>, Bad> {
+        match self.raw.get(field).copied().flatten() {
             None => Ok(None),
-            Some(raw) => self.value(name, raw),
+            Some(raw) => self.value(NAMES[field], raw),
         }
     }
 }
@@ -404,7 +372,7 @@ mod tests {
     use super::*;
 
     fn str_of<'a>(f: &mut JsonFields<'a>, name: &'static str) -> Cow<'a, str> {
-        match f.get(name) {
+        match f.get(crate::decode::field_index(name).expect("a field")) {
             Ok(Some((Val::Str(s), _))) => s,
             other => panic!(
                 "`{name}`: expected a string, got {:?}",
@@ -425,7 +393,10 @@ mod tests {
             assert_eq!(v, want);
             assert!(matches!(v, Cow::Borrowed(_)), "`{name}` has no escape: borrowed from the line");
         }
-        let empty = JsonFields::parse(r#"{"id":""}"#).expect("valid line").get("id").expect("a value");
+        let empty = JsonFields::parse(r#"{"id":""}"#)
+            .expect("valid line")
+            .get(crate::decode::field_index("id").expect("a field"))
+            .expect("a value");
         assert!(matches!(empty, Some((Val::Str(Cow::Borrowed("")), Some(6)))));
     }
 
@@ -560,7 +531,6 @@ mod tests {
     #[test]
     fn each_name_has_its_slot() {
         for (i, name) in NAMES.iter().enumerate() {
-            assert_eq!(slot_of(name.as_bytes()), Some(i), "{name}");
             assert_eq!(key_slot(name.as_bytes()), Some(i), "{name}");
         }
         assert_eq!(key_slot(b"tsx"), None);

@@ -121,9 +121,10 @@ impl Val<'_> {
 
 /// Where [`assemble`] reads fields from.
 pub trait Fields<'a> {
-    /// The value of `name` and where it is (see [`col`](Self::col)), `None` when absent (or
-    /// null / empty).
-    fn get(&mut self, name: &'static str) -> Result<Option<(Val<'a>, Option<u64>)>, Bad>;
+    /// The value of the field at `field` in [`FIELD_NAMES`] and where it is (see
+    /// [`col`](Self::col)), `None` when absent (or null / empty). By place, not by name: a
+    /// name matched for each field of each record was half of [`assemble`]'s own time.
+    fn get(&mut self, field: usize) -> Result<Option<(Val<'a>, Option<u64>)>, Bad>;
     /// The 1-based column of a position `get` returned (or put in a reject), for a reject:
     /// only a reject needs it, so a decoder may return something cheaper to find and turn
     /// it into a column here. [`assemble`] calls it once, on the reject it returns.
@@ -142,28 +143,47 @@ pub const FIELD_NAMES: [&str; 17] = [
 ];
 
 /// A field's place in [`FIELD_NAMES`] (a compiled match, not a search).
-pub fn field_index(name: &str) -> Option<usize> {
-    Some(match name {
-        "ts" => 0,
-        "type" => 1,
-        "id" => 2,
-        "src" => 3,
-        "dst" => 4,
-        "sig" => 5,
-        "text" => 6,
-        "tpl" => 7,
-        "sp" => 8,
-        "gw" => 9,
-        "cell" => 10,
-        "imei" => 11,
-        "ref" => 12,
-        "status" => 13,
-        "err" => 14,
-        "answered" => 15,
-        "dur" => 16,
+pub const fn field_index(name: &str) -> Option<usize> {
+    Some(match name.as_bytes() {
+        b"ts" => 0,
+        b"type" => 1,
+        b"id" => 2,
+        b"src" => 3,
+        b"dst" => 4,
+        b"sig" => 5,
+        b"text" => 6,
+        b"tpl" => 7,
+        b"sp" => 8,
+        b"gw" => 9,
+        b"cell" => 10,
+        b"imei" => 11,
+        b"ref" => 12,
+        b"status" => 13,
+        b"err" => 14,
+        b"answered" => 15,
+        b"dur" => 16,
         _ => return None,
     })
 }
+
+/// [`field_index`] of a name known to be a field, for use at compile time.
+const fn place(name: &str) -> usize {
+    match field_index(name) {
+        Some(i) => i,
+        None => panic!("not a field of the record contract"),
+    }
+}
+
+/// The contract's string fields: each one's place in [`FIELD_NAMES`] and its record slot.
+const STRING_PLACES: [(usize, Slot); STRING_FIELDS.len()] = {
+    let mut out = [(0, Slot::Id); STRING_FIELDS.len()];
+    let mut i = 0;
+    while i < STRING_FIELDS.len() {
+        out[i] = (place(STRING_FIELDS[i].0), STRING_FIELDS[i].1);
+        i += 1;
+    }
+    out
+};
 
 /// Shows a value in a message, masking it when it is (or may be) a subscriber number.
 fn shown(field: &str, v: &str) -> String {
@@ -188,7 +208,7 @@ pub fn assemble<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher
 fn assemble_at<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher<'_>) -> Result<Record, Bad> {
     b.clear();
     let textual = f.textual();
-    let ts = match f.get("ts")? {
+    let ts = match f.get(const { place("ts") })? {
         None => return Err(Bad::new(RejectReason::MissingField, "ts", None, "`ts` is required".into())),
         Some((Val::Int(ms), _)) => ms,
         Some((Val::Float(x), _)) if x.fract() == 0.0 && x.abs() < 9e15 => x as i64,
@@ -203,7 +223,7 @@ fn assemble_at<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher<
             ));
         }
     };
-    let kind = match f.get("type")? {
+    let kind = match f.get(const { place("type") })? {
         None => return Err(Bad::new(RejectReason::MissingField, "type", None, "`type` is required".into())),
         Some((Val::Str(s), col)) => RecordKind::from_name(&s).ok_or_else(|| {
             Bad::new(
@@ -222,8 +242,9 @@ fn assemble_at<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher<
             ));
         }
     };
-    for (name, slot) in STRING_FIELDS {
-        match f.get(name)? {
+    for (at, slot) in STRING_PLACES {
+        let name = FIELD_NAMES[at];
+        match f.get(at)? {
             None => {}
             Some((Val::Str(s), col)) => {
                 if matches!(name, "src" | "dst") && (s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit())) {
@@ -246,7 +267,7 @@ fn assemble_at<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher<
             }
         }
     }
-    let status = match f.get("status")? {
+    let status = match f.get(const { place("status") })? {
         None => None,
         Some((Val::Str(s), col)) => Some(DlrStatus::from_name(&s).ok_or_else(|| {
             Bad::new(
@@ -265,7 +286,7 @@ fn assemble_at<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher<
             ));
         }
     };
-    let answered = match f.get("answered")? {
+    let answered = match f.get(const { place("answered") })? {
         None => None,
         Some((Val::Bool(x), _)) => Some(x),
         Some((Val::Str(s), col)) if textual => Some(match s.as_ref() {
@@ -289,7 +310,7 @@ fn assemble_at<'a>(f: &mut impl Fields<'a>, b: &mut RecordBuilder, en: Enricher<
             ));
         }
     };
-    let dur = match f.get("dur")? {
+    let dur = match f.get(const { place("dur") })? {
         None => None,
         Some((Val::Int(x), _)) => Some(x as f64),
         Some((Val::Float(x), _)) => Some(x),

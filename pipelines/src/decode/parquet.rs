@@ -14,7 +14,7 @@ use arrow::datatypes::{
 };
 use arrow::record_batch::RecordBatch;
 
-use super::{Bad, FIELD_NAMES, Fields, RejectReason, Val, field_index};
+use super::{Bad, FIELD_NAMES, Fields, RejectReason, Val};
 
 /// The contract's columns found in one batch, with their column numbers (1-based).
 pub struct BatchColumns {
@@ -124,10 +124,11 @@ pub struct ParquetFields<'a> {
 }
 
 impl<'a> Fields<'a> for ParquetFields<'a> {
-    fn get(&mut self, name: &'static str) -> Result<Option<(Val<'a>, Option<u64>)>, Bad> {
-        let Some((column, col)) = field_index(name).and_then(|f| self.columns.by_field[f].as_ref()) else {
+    fn get(&mut self, field: usize) -> Result<Option<(Val<'a>, Option<u64>)>, Bad> {
+        let Some((column, col)) = self.columns.by_field.get(field).and_then(Option::as_ref) else {
             return Ok(None);
         };
+        let name = FIELD_NAMES[field];
         match column.value(self.row) {
             None => Ok(None),
             Some(Ok(Val::Str(s))) if s.is_empty() => Ok(None),
@@ -152,13 +153,17 @@ mod tests {
     use arrow::datatypes::{Field, Schema};
 
     use super::*;
+    use crate::decode::field_index;
 
     /// Each row's value of `name` as text (`-` for none, `!reason` for a reject).
     fn column(batch: &RecordBatch, name: &'static str) -> Vec<String> {
         let columns = BatchColumns::new(batch);
         let typed = columns.typed();
+        let Some(field) = field_index(name) else {
+            return vec!["-".into(); batch.num_rows()];
+        };
         (0..batch.num_rows())
-            .map(|row| match (ParquetFields { columns: &typed, row }).get(name) {
+            .map(|row| match (ParquetFields { columns: &typed, row }).get(field) {
                 Ok(None) => "-".into(),
                 Ok(Some((v, col))) => {
                     let v = match v {

@@ -354,10 +354,10 @@ pub fn run(
         // decoding threads and the shards are not left idle while all of it is done at the
         // end of the batch. Messages `..stamped` are done; `stamp` takes the next ones.
         let mut stamped = 0usize;
-        let mut stamp = |decoded: decode::Decoded, msgs: &[BorrowedMessage<'_>], polls: &[Instant], outs: &mut Vec<Out>| {
+        let mut stamp = |decoded: &mut decode::Decoded, msgs: &[BorrowedMessage<'_>], polls: &[Instant], outs: &mut Vec<Out>| {
             let (msgs, polls) = (&msgs[stamped..stamped + decoded.len()], &polls[stamped..]);
             stamped += msgs.len();
-            for ((d, m), &polled) in decoded.into_iter().zip(msgs).zip(polls) {
+            for ((d, m), &polled) in decoded.drain(..).zip(msgs).zip(polls) {
                 if !known.contains(&m.partition()) {
                     // Newly assigned partitions hold the watermark back from now on.
                     for p in consumer.context().assigned.lock().expect("lock").iter() {
@@ -461,18 +461,18 @@ pub fn run(
             if chunk.len() >= decode::CHUNK {
                 let next = decoders.chunk();
                 decoders.send(&keyer, std::mem::replace(&mut chunk, next));
-                while let Some((decoded, back)) = decoders.try_next_decoded() {
-                    decoders.recycle(back);
-                    stamp(decoded, &msgs, &polls, &mut outs);
+                while let Some((mut decoded, back)) = decoders.try_next_decoded() {
+                    stamp(&mut decoded, &msgs, &polls, &mut outs);
+                    decoders.recycle_with(back, decoded);
                 }
             }
         }
         end_run(run, &mut done, &mut next_offsets);
         // Then the rest, as the chunks still out come back decoded.
         decoders.close(&keyer, chunk);
-        while let Some((decoded, back)) = decoders.next_decoded() {
-            decoders.recycle(back);
-            stamp(decoded, &msgs, &polls, &mut outs);
+        while let Some((mut decoded, back)) = decoders.next_decoded() {
+            stamp(&mut decoded, &msgs, &polls, &mut outs);
+            decoders.recycle_with(back, decoded);
         }
         debug_assert_eq!(stamped, msgs.len(), "one decoded result per message");
         drop(msgs);

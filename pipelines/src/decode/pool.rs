@@ -51,6 +51,9 @@ pub struct Chunk {
     rows: Vec<csv::StringRecord>,
     held: usize,
     columns: Option<Arc<CsvColumns>>,
+    /// An emptied vector of results to decode into, given back with the chunk: a new one
+    /// per chunk (over 300 KiB) came from fresh pages, zeroed by the kernel, time after time.
+    spare: Decoded,
 }
 
 impl Chunk {
@@ -118,44 +121,36 @@ impl Chunk {
         &self.bytes[start..self.ends[i]]
     }
 
-    /// Each value (or row) decoded, enriched and routed for the shards.
-    fn decode(&self, b: &mut RecordBuilder, keyer: &Keyer, registry: &Registry, what: &str) -> Decoded {
+    /// Each value (or row) decoded, enriched and routed for the shards (into the chunk's
+    /// spare vector, if it has one).
+    fn decode(&mut self, b: &mut RecordBuilder, keyer: &Keyer, registry: &Registry, what: &str) -> Decoded {
         let en = Enricher::new(keyer.pack(), registry);
+        let mut out = std::mem::take(&mut self.spare);
+        debug_assert!(out.is_empty(), "a spare vector is emptied before it is kept");
+        out.reserve(self.len());
+        let routed = |rec: Record| {
+            let routes = keyer.routes(&rec);
+            (rec, routes)
+        };
         if let Some(batch) = &self.batch {
             let columns = BatchColumns::new(batch);
             let typed = columns.typed();
-            return (0..batch.num_rows())
-                .map(|row| {
-                    assemble(&mut ParquetFields { columns: &typed, row }, b, en).map(|rec| {
-                        let routes = keyer.routes(&rec);
-                        (rec, routes)
-                    })
-                })
-                .collect();
-        }
-        if let Some(columns) = &self.columns {
-            return self.rows[..self.held]
-                .iter()
-                .map(|row| {
-                    assemble(&mut CsvFields { columns, row }, b, en).map(|rec| {
-                        let routes = keyer.routes(&rec);
-                        (rec, routes)
-                    })
-                })
-                .collect();
-        }
-        let mut start = 0;
-        self.ends
-            .iter()
-            .map(|&end| {
+            out.extend((0..batch.num_rows()).map(|row| assemble(&mut ParquetFields { columns: &typed, row }, b, en).map(routed)));
+        } else if let Some(columns) = &self.columns {
+            out.extend(
+                self.rows[..self.held]
+                    .iter()
+                    .map(|row| assemble(&mut CsvFields { columns, row }, b, en).map(routed)),
+            );
+        } else {
+            let mut start = 0;
+            out.extend(self.ends.iter().map(|&end| {
                 let value = &self.bytes[start..end];
                 start = end;
-                decode_value(value, what, b, en).map(|rec| {
-                    let routes = keyer.routes(&rec);
-                    (rec, routes)
-                })
-            })
-            .collect()
+                decode_value(value, what, b, en).map(routed)
+            }));
+        }
+        out
     }
 }
 
@@ -197,7 +192,7 @@ impl Decoders {
             let (rx, tx, registry) = (rx.clone(), tx.clone(), Arc::clone(&registry));
             workers.push(thread::Builder::new().name(format!("decode-{i}")).spawn(move || {
                 let mut b = RecordBuilder::default();
-                for (seq, keyer, chunk) in rx {
+                for (seq, keyer, mut chunk) in rx {
                     // A panic (a bug) is handed to the main loop, which would otherwise wait
                     // for this chunk for ever while the other threads keep the channel open.
                     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chunk.decode(&mut b, &keyer, &registry, what)))
@@ -239,7 +234,7 @@ impl Decoders {
     /// Ends a batch: `last` is decoded here when nothing was sent (a small batch, not worth
     /// a hand-over), else sent behind the others. Then [`Decoders::next_decoded`] gives them
     /// back.
-    pub fn close(&mut self, keyer: &Arc<Keyer>, last: Chunk) {
+    pub fn close(&mut self, keyer: &Arc<Keyer>, mut last: Chunk) {
         if self.sent == 0 {
             let mine = last.decode(&mut self.builder, keyer, &self.registry, self.what);
             self.back.push_back(Some((mine, last)));
@@ -300,7 +295,15 @@ impl Decoders {
     }
 
     /// Takes a chunk given back by [`Decoders::next_decoded`] to fill again.
-    pub fn recycle(&mut self, mut chunk: Chunk) {
+    pub fn recycle(&mut self, chunk: Chunk) {
+        self.recycle_with(chunk, Vec::new());
+    }
+
+    /// [`recycle`](Self::recycle), with the chunk's results once read (drained): their
+    /// vector is decoded into again.
+    pub fn recycle_with(&mut self, mut chunk: Chunk, mut spare: Decoded) {
+        spare.clear();
+        chunk.spare = spare;
         chunk.bytes.clear();
         chunk.ends.clear();
         chunk.batch = None;
@@ -367,8 +370,9 @@ mod tests {
                     match decoders.try_next_decoded() {
                         Some((d, chunk)) => {
                             assert_eq!(d.len(), chunk.len());
-                            got.extend(d);
-                            decoders.recycle(chunk);
+                            // Given back full: emptied when kept.
+                            got.extend(d.iter().cloned());
+                            decoders.recycle_with(chunk, d);
                         }
                         None if decoders.in_flight() >= 2 => std::thread::yield_now(),
                         None => break,
@@ -377,10 +381,12 @@ mod tests {
             }
         }
         decoders.close(keyer, chunk);
-        while let Some((d, chunk)) = decoders.next_decoded() {
+        // Taken back with their vectors of results, to decode into again: nothing of one
+        // chunk's results is left in the next's.
+        while let Some((mut d, chunk)) = decoders.next_decoded() {
             assert_eq!(d.len(), chunk.len());
-            got.extend(d);
-            decoders.recycle(chunk);
+            got.append(&mut d);
+            decoders.recycle_with(chunk, d);
         }
         got
     }

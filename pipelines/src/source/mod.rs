@@ -183,16 +183,16 @@ const IN_FLIGHT: usize = 8;
 /// Gives the oldest chunk in flight to `sink`, each line (row) as a routed record or a
 /// reject (with the line's text; a row has none).
 fn give(name: &str, decoders: &mut Decoders, numbers: &mut VecDeque<Vec<u64>>, sink: &mut impl Sink) {
-    let (decoded, chunk) = decoders.next_decoded().expect("a chunk in flight");
+    let (mut decoded, chunk) = decoders.next_decoded().expect("a chunk in flight");
     let lines = numbers.pop_front().expect("line numbers of each chunk sent");
     debug_assert_eq!(decoded.len(), lines.len());
-    for (i, (d, &line)) in decoded.into_iter().zip(&lines).enumerate() {
+    for (i, (d, &line)) in decoded.drain(..).zip(&lines).enumerate() {
         match d {
             Ok((rec, routes)) => sink.routed(rec, routes, line),
             Err(bad) => sink.reject(reject(name, line, bad, chunk.raw(i).as_deref())),
         }
     }
-    decoders.recycle(chunk);
+    decoders.recycle_with(chunk, decoded);
 }
 
 /// An input's values (lines, rows) on their way through the decoding threads: the chunk

@@ -38,6 +38,7 @@ mod decode;
 pub mod group;
 mod kafka;
 pub mod metrics;
+mod out;
 mod release;
 mod reload;
 
@@ -66,6 +67,7 @@ use decode::dead_letter;
 use kafka::{Ack, Delivery, Rebalancer, consumer_config, producer};
 pub use kafka::{create_topics, ensure_topics};
 pub use metrics::Metrics;
+use out::{Out, Topic, action_out};
 pub use release::{ReleaseAsk, ReleaseRequest};
 use reload::reload_pack;
 pub use reload::{Reload, ReloadRequest, load_rules};
@@ -118,59 +120,12 @@ enum Done {
     },
 }
 
-/// A message to produce, kept until acknowledged.
-struct Out {
-    topic: Topic,
-    key: Vec<u8>,
-    payload: Vec<u8>,
-    headers: Vec<(&'static str, Vec<u8>)>,
-    /// For an action: what its acknowledgement is counted and timed against.
-    action: Option<Tipping>,
-}
-
-/// An action's rule and kind, and when its tipping record happened (event time, ms), entered
-/// Kafka (its timestamp, ms) and was polled here (unknown for a release, which no record
-/// tipped, and in scale-out, where records reach the rules through dimension tasks).
-struct Tipping {
-    rule: String,
-    kind: &'static str,
-    event_ts: i64,
-    ingested_ms: i64,
-    polled: Option<Instant>,
-}
-
-#[derive(Clone)]
-enum Topic {
-    Actions,
-    /// Would-be actions of rules in shadow mode.
-    Shadow,
-    Dlq,
-    /// An internal topic (scale-out), at a partition when given.
-    Named(Arc<str>, Option<i32>),
-}
-
 /// The audit log, when configured, with the running pack archived in it.
 fn open_audit(cfg: &DaemonConfig, pack: &Pack) -> Result<Option<crate::audit::Writer>> {
     let Some(dir) = &cfg.audit_dir else { return Ok(None) };
     let mut w = crate::audit::Writer::open(dir, "daemon", cfg.audit_retention_days)?;
     w.archive_pack(pack)?;
     Ok(Some(w))
-}
-
-fn action_out(a: &Action, ingested_ms: i64, polled: Option<Instant>, event_ts: i64) -> Out {
-    Out {
-        topic: if a.shadow { Topic::Shadow } else { Topic::Actions },
-        key: format!("{}:{}", a.dim, a.key).into_bytes(),
-        payload: serde_json::to_vec(a).expect("actions serialize"),
-        headers: Vec::new(),
-        action: Some(Tipping {
-            rule: a.rule.clone(),
-            kind: a.action.name(),
-            event_ts,
-            ingested_ms,
-            polled,
-        }),
-    }
 }
 
 pub fn run(

@@ -295,8 +295,15 @@ impl Decoders {
     }
 
     /// Takes a chunk given back by [`Decoders::next_decoded`] to fill again.
-    pub fn recycle(&mut self, chunk: Chunk) {
-        self.recycle_with(chunk, Vec::new());
+    /// A chunk that was never decoded (or whose results were not kept) keeps the spare
+    /// vector it has, if any.
+    pub fn recycle(&mut self, mut chunk: Chunk) {
+        chunk.bytes.clear();
+        chunk.ends.clear();
+        chunk.batch = None;
+        chunk.held = 0;
+        chunk.columns = None;
+        self.free.push(chunk);
     }
 
     /// [`recycle`](Self::recycle), with the chunk's results once read (drained): their
@@ -304,12 +311,7 @@ impl Decoders {
     pub fn recycle_with(&mut self, mut chunk: Chunk, mut spare: Decoded) {
         spare.clear();
         chunk.spare = spare;
-        chunk.bytes.clear();
-        chunk.ends.clear();
-        chunk.batch = None;
-        chunk.held = 0;
-        chunk.columns = None;
-        self.free.push(chunk);
+        self.recycle(chunk);
     }
 }
 

@@ -1,5 +1,8 @@
 //! `anning-bench`: harnesses for the figures in `benches/README.md`.
 //!
+//! - `anning-bench ab [--pairs N] [--warmup K] [--any-output] BIN_A BIN_B -- ARG...`: two
+//!   builds of a command run in turn, pair by pair, with their outputs compared (see
+//!   [`ab`]): how every step in `benches/README.md` is measured.
 //! - `anning-bench mixed N FILE [SEED]`: writes N records of mixed traffic (JSON Lines).
 //! - `anning-bench bare-parse FILE`: parses every line with serde_json into a borrowed struct
 //!   of the contract's fields (the floor replay is compared against) and prints records/s.
@@ -31,6 +34,8 @@ use anning_rules::{RecordKind, compile, default_pack};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+mod ab;
+
 #[allow(dead_code)]
 #[derive(Deserialize)]
 struct Bare<'a> {
@@ -60,6 +65,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("ab") => {
+            let plan = ab::Plan::parse(&args[1..])?;
+            let outcome = ab::run(&plan)?;
+            print!("{}", ab::report(&plan, &outcome));
+            ab::verdict(&plan, &outcome)?;
+        }
         Some("bare-consume") if args.len() >= 4 => bare_consume(&args[1], &args[2], args[3].parse().context("N")?)?,
         Some("bare-latency") if args.len() >= 4 => bare_latency(&args[1], &args[2], args[3].parse().context("N")?)?,
         Some("mixed") if args.len() >= 3 => {
@@ -100,7 +111,7 @@ fn main() -> Result<()> {
             );
         }
         _ => bail!(
-            "usage: anning-bench mixed N FILE [SEED] | anning-bench bare-parse FILE | anning-bench bare-consume BROKERS TOPIC N | anning-bench bare-latency BROKERS TOPIC N | anning-bench sliding N KEYS HOURS | anning-bench keys N | anning-bench engine FILE REGISTRY [ROUNDS] [SHARDS]"
+            "usage: anning-bench ab [--pairs N] [--warmup K] [--any-output] BIN_A BIN_B -- ARG... | anning-bench mixed N FILE [SEED] | anning-bench bare-parse FILE | anning-bench bare-consume BROKERS TOPIC N | anning-bench bare-latency BROKERS TOPIC N | anning-bench sliding N KEYS HOURS | anning-bench keys N | anning-bench engine FILE REGISTRY [ROUNDS] [SHARDS]"
         ),
     }
     Ok(())

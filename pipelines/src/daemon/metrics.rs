@@ -349,7 +349,7 @@ impl Metrics {
             ),
             (
                 "anning_ingest_to_action_seconds",
-                "From the tipping record's Kafka timestamp (produce time) to the action's acknowledgement; in scale-out mode, from the action's making in its dimension task (the record's timestamp does not reach it).",
+                "From the tipping record's Kafka timestamp (produce time) to the action's acknowledgement; in scale-out mode too (the input message's timestamp travels with the re-keyed record).",
                 &self.ingest_latency,
                 1e-3,
                 3,

@@ -9,7 +9,10 @@
 //!   messages, replies to their port's signature) and judges lateness with `p`'s own
 //!   watermark, then re-keys each record: for every dimension a rule keys it by, the record
 //!   goes to partition `shard_of(hash(key), Q)` of that dimension's topic, with its origin
-//!   (`p`, offset) and `R` = the largest event time `p` has carried so far. After each batch
+//!   (`p`, offset), `R` = the largest event time `p` has carried so far, and the input
+//!   message's Kafka timestamp (headers `anning.p`, `anning.o`, `anning.r`, `anning.t`; the
+//!   last only times the action, `anning_ingest_to_action_seconds`, and a record without it
+//!   is timed from its own timestamp). After each batch
 //!   it announces its progress (`R`, and whether `p` is caught up) to every partition.
 //! - **Dimension task** (partition `q` of `PREFIX.DIM`): holds the keys of that dimension
 //!   that hash to `q`. It merges what the input tasks sent in the order (`R`, `p`, offset),
@@ -74,6 +77,9 @@ struct Got {
     /// Origin (p, offset, R) of a re-keyed record, or a progress announcement (p, R, idle).
     origin: Option<(i32, i64, i64)>,
     marker: Option<(i32, i64, bool)>,
+    /// When the record entered Kafka (ms): an input message's timestamp; for a re-keyed
+    /// record, its input message's (the `anning.t` header), else its own.
+    ingested_ms: i64,
 }
 
 fn header_i64(m: &impl Message, name: &str) -> Option<i64> {
@@ -227,6 +233,10 @@ pub fn run(
                 ),
                 _ => (None, None),
             };
+            let ingested_ms = header_i64(&m, "anning.t")
+                .filter(|_| origin.is_some())
+                .or_else(|| m.timestamp().to_millis())
+                .unwrap_or_else(now_ms);
             got.push(Got {
                 task,
                 generation,
@@ -235,6 +245,7 @@ pub fn run(
                 payload: m.payload().unwrap_or_default().to_vec(),
                 origin,
                 marker,
+                ingested_ms,
             });
         }
 
@@ -288,7 +299,7 @@ pub fn run(
                                             r,
                                             offset: off,
                                             q_off: g.offset,
-                                            item: rec,
+                                            item: (rec, g.ingested_ms),
                                         },
                                     );
                                     if !fresh {
@@ -359,7 +370,7 @@ pub fn run(
                 .collect();
             let threads = cfg.threads.max(1);
             let disorder = &metrics.merge_out_of_order;
-            let results: Vec<Vec<(TaskId, i64, Action, i64)>> = std::thread::scope(|s| {
+            let results: Vec<Vec<Made>> = std::thread::scope(|s| {
                 let chunk = dim_tasks.len().div_ceil(threads).max(1);
                 let handles: Vec<_> = dim_tasks
                     .chunks_mut(chunk)
@@ -381,12 +392,19 @@ pub fn run(
             }
             let waiting = dim_tasks.iter().filter(|(_, dt, _)| !dt.merge.drained()).count();
             metrics.merges_waiting.store(waiting as i64, Relaxed);
-            for (t, q_off, a, ts) in results.into_iter().flatten() {
+            for Made {
+                task: t,
+                q_off,
+                action: a,
+                event_ts,
+                ingested_ms,
+            } in results.into_iter().flatten()
+            {
                 if q_off < committed.get(&t).copied().unwrap_or(0) {
                     metrics.actions_suppressed.fetch_add(1, Relaxed);
                     continue;
                 }
-                outs.push(action_out(&a, now_ms(), None, ts));
+                outs.push(action_out(&a, ingested_ms, None, event_ts));
                 if audit.is_some() {
                     audited.push(crate::audit::Entry::from_action(&a, "daemon", None));
                 }
@@ -502,6 +520,7 @@ fn route(
                                 ("anning.p", p.to_string().into_bytes()),
                                 ("anning.o", g.offset.to_string().into_bytes()),
                                 ("anning.r", r.to_string().into_bytes()),
+                                ("anning.t", g.ingested_ms.to_string().into_bytes()),
                             ],
                             action: None,
                         });
@@ -525,17 +544,36 @@ fn route(
     }
 }
 
+/// An action a dimension task made, with what its acknowledgement is timed against.
+struct Made {
+    task: TaskId,
+    /// The tipping record's offset in the dimension partition.
+    q_off: i64,
+    action: Action,
+    /// The tipping record's event time and when it entered Kafka (the input message's
+    /// timestamp), ms.
+    event_ts: i64,
+    ingested_ms: i64,
+}
+
 /// Runs what the merge can release, in (R, input partition, offset) order, each record with
 /// watermark `R − lateness`.
-fn merge_run(t: TaskId, dt: &mut DimTask, lateness: i64, out: &mut Vec<(TaskId, i64, Action, i64)>, disorder: &AtomicU64) {
+fn merge_run(t: TaskId, dt: &mut DimTask, lateness: i64, out: &mut Vec<Made>, disorder: &AtomicU64) {
     let before = dt.merge.out_of_order();
     let mut acts = Vec::new();
     while let Some(x) = dt.merge.pop() {
         dt.last_r = x.r;
-        dt.engine.process(&x.item, x.r.saturating_sub(lateness), &mut acts);
+        let (rec, ingested_ms) = &x.item;
+        dt.engine.process(rec, x.r.saturating_sub(lateness), &mut acts);
         acts.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
         for a in acts.drain(..) {
-            out.push((t, x.q_off, a, x.item.ts));
+            out.push(Made {
+                task: t,
+                q_off: x.q_off,
+                action: a,
+                event_ts: rec.ts,
+                ingested_ms: *ingested_ms,
+            });
         }
     }
     let n = dt.merge.out_of_order() - before;

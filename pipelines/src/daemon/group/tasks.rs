@@ -69,7 +69,8 @@ pub(super) struct InputTask {
 
 pub(super) struct DimTask {
     pub(super) engine: Engine,
-    pub(super) merge: Merge<Record>,
+    /// Records waiting, each with when it entered Kafka (its input message's timestamp, ms).
+    pub(super) merge: Merge<(Record, i64)>,
     /// Next offset of the dimension partition to read.
     pub(super) next: i64,
     /// `R` of the last record run: the task's event time now (for releases).

@@ -109,7 +109,9 @@ pub struct Outcome {
 /// when a run fails or a build's output changes from run to run; whether the two builds
 /// agree is in the outcome (see [`verdict`]).
 pub fn run(plan: &Plan) -> Result<Outcome> {
-    let dir = std::env::temp_dir().join(format!("anning-ab-{}", std::process::id()));
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("anning-ab-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
     let result = run_in(plan, &dir);
     let _ = std::fs::remove_dir_all(&dir);

@@ -12,8 +12,8 @@
 //!   (`p`, offset), `R` = the largest event time `p` has carried so far, and the input
 //!   message's Kafka timestamp (headers `anning.p`, `anning.o`, `anning.r`, `anning.t`; the
 //!   last only times the action, `anning_ingest_to_action_seconds`, and a record without it
-//!   is timed from its own timestamp). After each batch
-//!   it announces its progress (`R`, and whether `p` is caught up) to every partition.
+//!   is timed from its own timestamp). After each batch it announces its progress (`R`, and
+//!   whether `p` is caught up) to every partition.
 //! - **Dimension task** (partition `q` of `PREFIX.DIM`): holds the keys of that dimension
 //!   that hash to `q`. It merges what the input tasks sent in the order (`R`, `p`, offset),
 //!   releasing a record once every input partition has sent one that sorts after it or

@@ -61,13 +61,7 @@ fn produce_stamped(brokers: &str, topic: &str, input: &std::path::Path, ago_ms: 
         .set("linger.ms", "20")
         .create()
         .expect("producer");
-    let (at, now_ms) = (
-        Instant::now(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64,
-    );
+    let (at, now_ms) = (Instant::now(), anning_pipelines::audit::now_ms());
     let text = std::fs::read_to_string(input).unwrap();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let mut rec = BaseRecord::<(), str>::to(topic)
